@@ -1,0 +1,273 @@
+"""Batching for ShopperBERT: padding/truncation, Algorithm 1 augmentation and masked purchase prediction (MPP).
+
+A *feature* is one user's row of a prepared dataset (see `data_prep`): equal-length, time-sorted sequences
+`category_1..category_4`, `year, month, day, weekday, hour` (ids under the token contract of
+`configuration_shopperbert`) and `text_idx` (rows of the text-embedding matrix). Collators turn a list of
+features into model inputs:
+
+    category_ids   (B, T, 4)  long   [CLS] at position 0, then the most recent purchases, then padding
+    date_ids       (B, T, 5)  long
+    text_embeds    (B, T, D)  float  gathered from the text-embedding matrix
+    attention_mask (B, T)     long
+and, for pre-training, `labels` (B, T, 9) (-100 where nothing is predicted) and `masked_positions` (B, T).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from .configuration_shopperbert import (
+    CATEGORY_FIELDS,
+    CLS_ID,
+    DATE_FIELDS,
+    MASK_ID,
+    MPP_HEADS,
+    PAD_ID,
+    TEXT_INDEX_FIELD,
+    UNK_ID,
+    ShopperBertConfig,
+)
+
+ID_FIELDS = CATEGORY_FIELDS + DATE_FIELDS  # the nine id columns, in MPP_HEADS order
+assert ID_FIELDS == MPP_HEADS
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Algorithm 1 (augmentation), as index maps so that every field of a purchase moves together
+# ----------------------------------------------------------------------------------------------------------------
+def crop_indices(length: int, rng: np.random.Generator, window_ratio: float = 0.3) -> np.ndarray:
+    """Algorithm 1, crop branch: a contiguous span s[l:h] keeping between `window_ratio` and 100% of the sequence.
+
+    l is drawn from [0, |s| - ceil(0.3|s|)] (the paper's [0, 0.7|s|]) and h from [l + ceil(0.3|s|), |s|].
+    """
+    if length <= 1:
+        return np.arange(length)
+    keep = max(1, math.ceil(length * window_ratio))
+    start = int(rng.integers(0, length - keep + 1))
+    end = int(rng.integers(start + keep, length + 1))
+    return np.arange(start, end)
+
+
+def shuffle_indices(length: int, rng: np.random.Generator, window_ratio: float = 0.3) -> np.ndarray:
+    """Algorithm 1, shuffle branch: the order of a random window of round(0.3|s|) purchases is permuted."""
+    order = np.arange(length)
+    window = min(length, max(1, round(length * window_ratio)))
+    if window < 2:
+        return order
+    start = int(rng.integers(0, length - window + 1))
+    order[start:start + window] = rng.permutation(order[start:start + window])
+    return order
+
+
+def augment_indices(length: int, rng: np.random.Generator, crop_probability: float = 0.5,
+                    window_ratio: float = 0.3) -> np.ndarray:
+    """Algorithm 1: crop with probability `crop_probability`, else shuffle. Returns indices into the sequence."""
+    if rng.random() < crop_probability:
+        return crop_indices(length, rng, window_ratio)
+    return shuffle_indices(length, rng, window_ratio)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Collators
+# ----------------------------------------------------------------------------------------------------------------
+def _as_embedding_matrix(text_embeddings) -> torch.Tensor:
+    matrix = torch.as_tensor(np.asarray(text_embeddings) if not torch.is_tensor(text_embeddings) else text_embeddings)
+    if matrix.dim() != 2:
+        raise ValueError(f"text_embeddings must be a 2-D matrix (products, dim), got shape {tuple(matrix.shape)}")
+    return matrix.float()
+
+
+class ShopperBertCollator:
+    """Pads and truncates users' purchase sequences into model inputs (no masking): for encoding users.
+
+    Args:
+        text_embeddings: `(num_products, text_dim)` matrix indexed by the features' `text_idx`.
+        max_length: most purchases kept per user (the most recent ones); defaults to 350 (the paper's).
+        pad_to_multiple_of: pad the token axis to a multiple of this (useful on GPUs).
+    """
+
+    def __init__(self, text_embeddings, max_length: int = 350, pad_to_multiple_of: int | None = None):
+        if max_length < 1:
+            raise ValueError(f"max_length must be at least 1, got {max_length}")
+        self.text_embeddings = _as_embedding_matrix(text_embeddings)
+        self.max_length = int(max_length)
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    @classmethod
+    def from_config(cls, config: ShopperBertConfig, text_embeddings, **kwargs):
+        if config.text_embedding_size != np.shape(text_embeddings)[1]:
+            raise ValueError(
+                f"text embeddings have dimension {np.shape(text_embeddings)[1]} but the model expects "
+                f"config.text_embedding_size={config.text_embedding_size}"
+            )
+        kwargs.setdefault("max_length", config.max_purchases)
+        return cls(text_embeddings, **kwargs)
+
+    # -- reading features ------------------------------------------------------------------------------------------
+    def _read(self, feature: Mapping, index: int) -> np.ndarray:
+        """One feature as a `(n, 10)` int64 array: nine id columns then text_idx, the most recent `max_length`."""
+        missing = [f for f in ID_FIELDS + (TEXT_INDEX_FIELD,) if f not in feature]
+        if missing:
+            raise ValueError(f"feature {index} lacks the columns {missing}; it has {sorted(feature)}")
+        columns = [np.asarray(feature[f], dtype=np.int64).reshape(-1) for f in ID_FIELDS + (TEXT_INDEX_FIELD,)]
+        lengths = {len(c) for c in columns}
+        if len(lengths) != 1:
+            raise ValueError(f"feature {index}: sequence columns differ in length {sorted(lengths)}")
+        rows = np.stack(columns, axis=1)  # (n, 10)
+        if len(rows) == 0:
+            raise ValueError(f"feature {index} has no purchases; a user needs at least one")
+        text_idx = rows[:, -1]
+        if text_idx.min() < 0 or text_idx.max() >= len(self.text_embeddings):
+            bad = text_idx.max() if text_idx.max() >= len(self.text_embeddings) else text_idx.min()
+            raise ValueError(
+                f"feature {index}: {TEXT_INDEX_FIELD} {bad} is outside the text-embedding matrix "
+                f"({len(self.text_embeddings)} rows)"
+            )
+        return rows[-self.max_length:]
+
+    def _pad(self, sequences: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        """[CLS] + purchases + padding for each user."""
+        seq_len = 1 + max(len(s) for s in sequences)
+        if self.pad_to_multiple_of:
+            seq_len = int(math.ceil(seq_len / self.pad_to_multiple_of) * self.pad_to_multiple_of)
+        batch = np.full((len(sequences), seq_len, len(ID_FIELDS) + 1), PAD_ID, dtype=np.int64)  # (B, T, 10)
+        batch[:, 0, :-1] = CLS_ID
+        batch[:, :, -1] = 0  # text row for [CLS]/padding: ignored by the model
+        attention_mask = np.zeros((len(sequences), seq_len), dtype=np.int64)  # (B, T)
+        for row, seq in enumerate(sequences):
+            batch[row, 1:1 + len(seq)] = seq
+            attention_mask[row, :1 + len(seq)] = 1
+        ids = torch.from_numpy(batch)
+        text_embeds = self.text_embeddings[ids[..., -1]]  # (B, T, D)
+        text_embeds = text_embeds * ids[..., 0].gt(CLS_ID).unsqueeze(-1)  # zero at [CLS]/padding
+        return {
+            "category_ids": ids[..., :len(CATEGORY_FIELDS)].contiguous(),  # (B, T, 4)
+            "date_ids": ids[..., len(CATEGORY_FIELDS):-1].contiguous(),  # (B, T, 5)
+            "text_embeds": text_embeds,  # (B, T, D)
+            "attention_mask": torch.from_numpy(attention_mask),  # (B, T)
+        }
+
+    def __call__(self, features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        if len(features) == 0:
+            raise ValueError("cannot collate an empty list of features")
+        return self._pad([self._read(f, i) for i, f in enumerate(features)])
+
+
+class DataCollatorForMaskedPurchasePrediction(ShopperBertCollator):
+    """Collator for pre-training: Algorithm 1 augmentation, then BERT-style masking for the nine MPP heads.
+
+    Of the purchase tokens (never [CLS] or padding), `mlm_probability` are selected (at least one per user);
+    of those, `mask_replace_prob` become [MASK] (all nine ids and the text vector hidden), `random_replace_prob`
+    become a random purchase drawn from the batch, and the rest stay unchanged. Labels are the original ids of the
+    selected tokens (-100 elsewhere, and for a category that is unknown/missing).
+
+    Before masking, `augmentation_probability` of the sequences are augmented by Algorithm 1 (crop with
+    `crop_probability`, else shuffle a window). The collator owns a seeded numpy generator; `state_dict` /
+    `load_state_dict` let `accelerator.register_for_checkpointing` save it for exact resume.
+    """
+
+    def __init__(self, text_embeddings, max_length: int = 350, mlm_probability: float = 0.15,
+                 mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
+                 augmentation_probability: float = 0.3, crop_probability: float = 0.5,
+                 augmentation_window_ratio: float = 0.3, seed: int = 0, pad_to_multiple_of: int | None = None):
+        super().__init__(text_embeddings, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)
+        for name, value in [("mlm_probability", mlm_probability), ("mask_replace_prob", mask_replace_prob),
+                            ("random_replace_prob", random_replace_prob),
+                            ("augmentation_probability", augmentation_probability),
+                            ("crop_probability", crop_probability),
+                            ("augmentation_window_ratio", augmentation_window_ratio)]:
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if mask_replace_prob + random_replace_prob > 1.0 + 1e-9:
+            raise ValueError("mask_replace_prob + random_replace_prob must not exceed 1")
+        self.mlm_probability = mlm_probability
+        self.mask_replace_prob = mask_replace_prob
+        self.random_replace_prob = random_replace_prob
+        self.augmentation_probability = augmentation_probability
+        self.crop_probability = crop_probability
+        self.augmentation_window_ratio = augmentation_window_ratio
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    @classmethod
+    def from_config(cls, config: ShopperBertConfig, text_embeddings, augmentation: bool = True, **kwargs):
+        """Masking and augmentation rates from the config; `augmentation=False` turns Algorithm 1 off."""
+        kwargs.setdefault("mlm_probability", config.mlm_probability)
+        kwargs.setdefault("mask_replace_prob", config.mask_replace_prob)
+        kwargs.setdefault("random_replace_prob", config.random_replace_prob)
+        kwargs.setdefault("augmentation_probability", config.augmentation_probability if augmentation else 0.0)
+        kwargs.setdefault("crop_probability", config.crop_probability)
+        kwargs.setdefault("augmentation_window_ratio", config.augmentation_window_ratio)
+        return super().from_config(config, text_embeddings, **kwargs)
+
+    # -- checkpointing of the random state -------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"bit_generator": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["bit_generator"]
+
+    # -- the batch ---------------------------------------------------------------------------------------------------
+    def __call__(self, features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+        if len(features) == 0:
+            raise ValueError("cannot collate an empty list of features")
+        sequences = [self._read(f, i) for i, f in enumerate(features)]
+        if self.augmentation_probability > 0:
+            for i, seq in enumerate(sequences):
+                if self.rng.random() < self.augmentation_probability:
+                    sequences[i] = seq[augment_indices(len(seq), self.rng, self.crop_probability,
+                                                       self.augmentation_window_ratio)]
+        batch = self._pad(sequences)
+        self._mask(batch)
+        return batch
+
+    def _mask(self, batch: dict[str, torch.Tensor]) -> None:
+        category_ids, date_ids, text_embeds = batch["category_ids"], batch["date_ids"], batch["text_embeds"]
+        ids = torch.cat([category_ids, date_ids], dim=-1)  # (B, T, 9) originals
+        is_purchase = ids[..., 0].gt(CLS_ID).numpy()  # (B, T)
+        batch_size, seq_len = is_purchase.shape
+
+        selected = (self.rng.random((batch_size, seq_len)) < self.mlm_probability) & is_purchase  # (B, T)
+        for row in np.flatnonzero(~selected.any(axis=1) & is_purchase.any(axis=1)):  # at least one per user
+            selected[row, self.rng.choice(np.flatnonzero(is_purchase[row]))] = True
+        action = self.rng.random((batch_size, seq_len))  # (B, T)
+        to_mask = selected & (action < self.mask_replace_prob)
+        to_random = selected & (action >= self.mask_replace_prob) & (
+            action < self.mask_replace_prob + self.random_replace_prob)
+
+        selected_t = torch.from_numpy(selected)
+        labels = torch.full_like(ids, -100)  # (B, T, 9)
+        labels[selected_t] = ids[selected_t]
+        labels[..., :len(CATEGORY_FIELDS)][labels[..., :len(CATEGORY_FIELDS)] == UNK_ID] = -100  # missing label
+
+        if to_random.any():
+            donors = np.flatnonzero(is_purchase.reshape(-1))
+            picked = torch.from_numpy(self.rng.choice(donors, size=int(to_random.sum())))  # flat (B*T) indices
+            target = torch.from_numpy(to_random)
+            flat_ids = ids.reshape(-1, ids.shape[-1])  # (B*T, 9)
+            flat_text = text_embeds.reshape(-1, text_embeds.shape[-1])  # (B*T, D)
+            new_ids, new_text = flat_ids[picked], flat_text[picked]
+            category_ids[target] = new_ids[:, :len(CATEGORY_FIELDS)]
+            date_ids[target] = new_ids[:, len(CATEGORY_FIELDS):]
+            text_embeds[target] = new_text
+        if to_mask.any():
+            target = torch.from_numpy(to_mask)
+            category_ids[target] = MASK_ID
+            date_ids[target] = MASK_ID
+            text_embeds[target] = 0.0
+
+        batch["labels"] = labels
+        batch["masked_positions"] = selected_t
+
+
+__all__ = [
+    "ShopperBertCollator",
+    "DataCollatorForMaskedPurchasePrediction",
+    "augment_indices",
+    "crop_indices",
+    "shuffle_indices",
+]
