@@ -14,6 +14,7 @@ and, for pre-training, `labels` (B, T, 9) (-100 where nothing is predicted) and 
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 
@@ -157,6 +158,17 @@ class ShopperBertCollator:
         return self._pad([self._read(f, i) for i, f in enumerate(features)])
 
 
+def sample_key(feature: Mapping) -> int:
+    """A stable 64-bit key of a user's row: its `user_id` when present, else a hash of its purchases."""
+    digest = hashlib.blake2b(digest_size=8)
+    if "user_id" in feature:
+        digest.update(b"user:" + str(feature["user_id"]).encode("utf-8"))
+    else:
+        for field in ID_FIELDS + (TEXT_INDEX_FIELD,):
+            digest.update(np.asarray(feature[field], dtype=np.int64).tobytes())
+    return int.from_bytes(digest.digest(), "little")
+
+
 class DataCollatorForMaskedPurchasePrediction(ShopperBertCollator):
     """Collator for pre-training: Algorithm 1 augmentation, then BERT-style masking for the nine MPP heads.
 
@@ -166,8 +178,13 @@ class DataCollatorForMaskedPurchasePrediction(ShopperBertCollator):
     selected tokens (-100 elsewhere, and for a category that is unknown/missing).
 
     Before masking, `augmentation_probability` of the sequences are augmented by Algorithm 1 (crop with
-    `crop_probability`, else shuffle a window). The collator owns a seeded numpy generator; `state_dict` /
-    `load_state_dict` let `accelerator.register_for_checkpointing` save it for exact resume.
+    `crop_probability`, else shuffle a window).
+
+    Randomness is a pure function of `(seed, epoch, user)`: each user's draws come from a generator seeded with the
+    collator's `seed`, the epoch set by `set_epoch` and a stable key of the user (see `sample_key`). So a user gets
+    the same augmentation and masks whatever batch, process or data-loader worker it lands in, and a resumed run
+    sees exactly the masks of an uninterrupted one; only the donor pool of random replacements (the batch) depends
+    on the batch. Call `set_epoch(epoch)` at the start of each epoch to draw new masks.
     """
 
     def __init__(self, text_embeddings, max_length: int = 350, mlm_probability: float = 0.15,
@@ -190,8 +207,8 @@ class DataCollatorForMaskedPurchasePrediction(ShopperBertCollator):
         self.augmentation_probability = augmentation_probability
         self.crop_probability = crop_probability
         self.augmentation_window_ratio = augmentation_window_ratio
-        self.seed = seed
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
+        self.epoch = 0
 
     @classmethod
     def from_config(cls, config: ShopperBertConfig, text_embeddings, augmentation: bool = True, **kwargs):
@@ -204,40 +221,51 @@ class DataCollatorForMaskedPurchasePrediction(ShopperBertCollator):
         kwargs.setdefault("augmentation_window_ratio", config.augmentation_window_ratio)
         return super().from_config(config, text_embeddings, **kwargs)
 
-    # -- checkpointing of the random state -------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"bit_generator": self.rng.bit_generator.state}
+    def set_epoch(self, epoch: int) -> None:
+        """Draw fresh augmentations and masks for a new epoch."""
+        self.epoch = int(epoch)
 
-    def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["bit_generator"]
+    def generator_for(self, feature: Mapping) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, sample_key(feature)])
 
     # -- the batch ---------------------------------------------------------------------------------------------------
     def __call__(self, features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         if len(features) == 0:
             raise ValueError("cannot collate an empty list of features")
+        rngs = [self.generator_for(f) for f in features]
         sequences = [self._read(f, i) for i, f in enumerate(features)]
         if self.augmentation_probability > 0:
-            for i, seq in enumerate(sequences):
-                if self.rng.random() < self.augmentation_probability:
-                    sequences[i] = seq[augment_indices(len(seq), self.rng, self.crop_probability,
+            for i, (seq, rng) in enumerate(zip(sequences, rngs)):
+                if rng.random() < self.augmentation_probability:
+                    sequences[i] = seq[augment_indices(len(seq), rng, self.crop_probability,
                                                        self.augmentation_window_ratio)]
         batch = self._pad(sequences)
-        self._mask(batch)
+        self._mask(batch, sequences, rngs)
         return batch
 
-    def _mask(self, batch: dict[str, torch.Tensor]) -> None:
+    def _mask(self, batch: dict[str, torch.Tensor], sequences: Sequence[np.ndarray],
+              rngs: Sequence[np.random.Generator]) -> None:
         category_ids, date_ids, text_embeds = batch["category_ids"], batch["date_ids"], batch["text_embeds"]
         ids = torch.cat([category_ids, date_ids], dim=-1)  # (B, T, 9) originals
+        batch_size, seq_len = ids.shape[:2]
         is_purchase = ids[..., 0].gt(CLS_ID).numpy()  # (B, T)
-        batch_size, seq_len = is_purchase.shape
+        donors = np.flatnonzero(is_purchase.reshape(-1))  # flat (B*T) positions of every purchase in the batch
 
-        selected = (self.rng.random((batch_size, seq_len)) < self.mlm_probability) & is_purchase  # (B, T)
-        for row in np.flatnonzero(~selected.any(axis=1) & is_purchase.any(axis=1)):  # at least one per user
-            selected[row, self.rng.choice(np.flatnonzero(is_purchase[row]))] = True
-        action = self.rng.random((batch_size, seq_len))  # (B, T)
-        to_mask = selected & (action < self.mask_replace_prob)
-        to_random = selected & (action >= self.mask_replace_prob) & (
-            action < self.mask_replace_prob + self.random_replace_prob)
+        selected = np.zeros((batch_size, seq_len), dtype=bool)  # (B, T)
+        to_mask = np.zeros_like(selected)
+        to_random = np.zeros_like(selected)
+        donor_of = np.zeros((batch_size, seq_len), dtype=np.int64)
+        for row, (seq, rng) in enumerate(zip(sequences, rngs)):
+            n = len(seq)
+            chosen = rng.random(n) < self.mlm_probability  # (n,)
+            if not chosen.any():  # at least one prediction per user
+                chosen[rng.integers(n)] = True
+            action = rng.random(n)  # (n,)
+            selected[row, 1:1 + n] = chosen
+            to_mask[row, 1:1 + n] = chosen & (action < self.mask_replace_prob)
+            to_random[row, 1:1 + n] = chosen & (action >= self.mask_replace_prob) & (
+                action < self.mask_replace_prob + self.random_replace_prob)
+            donor_of[row, 1:1 + n] = donors[rng.integers(len(donors), size=n)]
 
         selected_t = torch.from_numpy(selected)
         labels = torch.full_like(ids, -100)  # (B, T, 9)
@@ -245,12 +273,10 @@ class DataCollatorForMaskedPurchasePrediction(ShopperBertCollator):
         labels[..., :len(CATEGORY_FIELDS)][labels[..., :len(CATEGORY_FIELDS)] == UNK_ID] = -100  # missing label
 
         if to_random.any():
-            donors = np.flatnonzero(is_purchase.reshape(-1))
-            picked = torch.from_numpy(self.rng.choice(donors, size=int(to_random.sum())))  # flat (B*T) indices
             target = torch.from_numpy(to_random)
-            flat_ids = ids.reshape(-1, ids.shape[-1])  # (B*T, 9)
-            flat_text = text_embeds.reshape(-1, text_embeds.shape[-1])  # (B*T, D)
-            new_ids, new_text = flat_ids[picked], flat_text[picked]
+            picked = torch.from_numpy(donor_of[to_random])  # flat (B*T) positions of the donors
+            new_ids = ids.reshape(-1, ids.shape[-1])[picked]  # (R, 9)
+            new_text = text_embeds.reshape(-1, text_embeds.shape[-1])[picked]  # (R, D)
             category_ids[target] = new_ids[:, :len(CATEGORY_FIELDS)]
             date_ids[target] = new_ids[:, len(CATEGORY_FIELDS):]
             text_embeds[target] = new_text
@@ -269,5 +295,6 @@ __all__ = [
     "DataCollatorForMaskedPurchasePrediction",
     "augment_indices",
     "crop_indices",
+    "sample_key",
     "shuffle_indices",
 ]

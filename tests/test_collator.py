@@ -19,6 +19,7 @@ from modeling_shopperbert.collator import (
     ShopperBertCollator,
     augment_indices,
     crop_indices,
+    sample_key,
     shuffle_indices,
 )
 from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS, DATE_FIELDS, TEXT_INDEX_FIELD
@@ -92,7 +93,8 @@ def test_masking_statistics():
                                                        seed=0)
     features = [make_feature(200, s) for s in range(8)]
     selected = purchases = masked = randomised = kept = 0
-    for _ in range(25):
+    for epoch in range(25):
+        collator.set_epoch(epoch)
         batch = collator(features)
         original = collator._pad([collator._read(f, i) for i, f in enumerate(features)])
         sel = batch["masked_positions"]
@@ -195,7 +197,8 @@ def test_augmentation_rates():
                                                        augmentation_probability=0.3, crop_probability=1.0, seed=0)
     feats = [make_feature(100, s) for s in range(50)]
     changed = 0
-    for _ in range(20):
+    for epoch in range(20):
+        collator.set_epoch(epoch)
         batch = collator(feats)
         changed += int((batch["attention_mask"].sum(1) < 101).sum())
     assert abs(changed / 1000 - 0.3) < 0.05
@@ -223,24 +226,32 @@ def test_no_augmentation_flag():
 
 
 # -- reproducibility ----------------------------------------------------------------------------------------------
-def test_seeded_and_resumable():
+def test_masks_are_a_function_of_seed_epoch_and_user():
     feats = [make_feature(30, s) for s in range(4)]
     a = DataCollatorForMaskedPurchasePrediction(text_matrix(), seed=7)
     b = DataCollatorForMaskedPurchasePrediction(text_matrix(), seed=7)
-    for _ in range(3):
-        ba, bb = a(feats), b(feats)
-        for key in ba:
-            assert torch.equal(ba[key], bb[key])
-    state = a.state_dict()
-    next_a = a(feats)
-    c = DataCollatorForMaskedPurchasePrediction(text_matrix(), seed=123)
-    c.load_state_dict(state)
-    next_c = c(feats)
-    for key in next_a:
-        assert torch.equal(next_a[key], next_c[key])
-    d = DataCollatorForMaskedPurchasePrediction(text_matrix(), seed=8)
-    assert not torch.equal(d(feats)["masked_positions"], DataCollatorForMaskedPurchasePrediction(
-        text_matrix(), seed=7)(feats)["masked_positions"])
+    first = a(feats)
+    for key, value in b(feats).items():
+        assert torch.equal(value, first[key]), key
+    # the same user gets the same selection in another batch (another process / worker / resumed run)
+    alone = a(feats[2:3])
+    n = int(alone["attention_mask"].sum())
+    assert torch.equal(alone["masked_positions"][0, :n], first["masked_positions"][2, :n])
+    assert torch.equal(alone["labels"][0, :n], first["labels"][2, :n])
+    # a new epoch or another seed draws new masks
+    a.set_epoch(1)
+    assert not torch.equal(a(feats)["masked_positions"], first["masked_positions"])
+    c = DataCollatorForMaskedPurchasePrediction(text_matrix(), seed=8)
+    assert not torch.equal(c(feats)["masked_positions"], first["masked_positions"])
+
+
+def test_sample_key_uses_user_id_or_content():
+    f = make_feature(5, 0)
+    g = dict(f, user_id="other")
+    assert sample_key(f) != sample_key(g)
+    assert sample_key(f) == sample_key(dict(f))
+    h = {k: v for k, v in f.items() if k != "user_id"}
+    assert sample_key(h) == sample_key(dict(h)) and sample_key(h) != sample_key(f)
 
 
 # -- bad inputs ---------------------------------------------------------------------------------------------------
