@@ -1,0 +1,161 @@
+"""train.py: the tiny preset learns, resume-after-kill is exact, two gloo processes agree, bad options fail early."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tiny_data import write_tiny_prepared_data
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = str(ROOT / "train.py")
+COMMON = ["--preset", "tiny", "--batch-size", "8", "--learning-rate", "3e-3", "--report-to", "none",
+          "--log-every", "2"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return write_tiny_prepared_data(tmp_path_factory.mktemp("data") / "tiny")
+
+
+def run_train(args, env_extra=None, launcher=None, check=True):
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env_extra or {}))
+    command = (launcher or [sys.executable]) + [TRAIN] + args
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if check:
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    return result
+
+
+def log_records(output):
+    return [json.loads(line) for line in (Path(output) / "logs" / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_tiny_preset_trains_and_loss_falls(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    run_train(["--data", str(tiny_data), "--output", str(out), "--max-steps", "40", "--eval-every", "20",
+               *COMMON])
+    records = log_records(out)
+    train_losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert train_losses[-1] < 0.9 * train_losses[0], train_losses
+    evals = [r["eval/loss"] for r in records if "eval/loss" in r]
+    assert len(evals) == 2 and evals[-1] < evals[0] * 1.05
+    for folder in ("final", "best"):
+        files = set(os.listdir(out / folder))
+        assert {"model.safetensors", "config.json", "metadata.json", "vocab.json", "modeling_shopperbert.py"} <= files
+    assert (out / "loss_curve.png").stat().st_size > 1000
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["step"] == 40 and "eval/prior_accuracy_hour" in results
+
+    import modeling_shopperbert  # noqa: F401  (registers the Auto classes)
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(out / "final")
+    assert model.config.user_representation == "mean" and model.config.hidden_size == 32
+
+
+def test_resume_after_kill_matches_uninterrupted_run(tiny_data, tmp_path):
+    args = ["--data", str(tiny_data), "--max-steps", "14", "--save-every", "4", "--eval-every", "7",
+            "--dropout", "0.1", *COMMON]
+    full = tmp_path / "full"
+    run_train(args + ["--output", str(full)])
+
+    killed = tmp_path / "killed"
+    result = run_train(args + ["--output", str(killed), "--kill-at-step", "10"], check=False)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert not (killed / "final").exists()
+    steps = sorted(p.name for p in (killed / "checkpoints").iterdir())
+    assert steps == ["step_0000004", "step_0000008"], steps  # the step-10 state was never written
+    run_train(args + ["--output", str(killed), "--resume", "latest"])
+
+    a = load_file(str(full / "final" / "model.safetensors"))
+    b = load_file(str(killed / "final" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    # the resumed run logged the same losses after the checkpoint as the uninterrupted one
+    def losses(out):
+        return {r["step"]: r["train/loss"] for r in log_records(out) if "train/loss" in r}
+    full_losses, resumed = losses(full), losses(killed)
+    for step in (10, 12, 14):
+        assert full_losses[step] == pytest.approx(resumed[step], rel=1e-6)
+
+
+def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
+    args = ["--data", str(tiny_data), "--max-steps", "6", "--eval-every", "6", "--dropout", "0.0", *COMMON]
+    single = tmp_path / "single"
+    run_train(args + ["--output", str(single)])
+    double = tmp_path / "double"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    result = run_train(args + ["--output", str(double)], env_extra={"ACCELERATE_USE_CPU": "1"}, launcher=launcher)
+    assert "2 process(es), batch 4 x 2 x 1" in result.stdout + result.stderr
+    info = json.loads((double / "eval_results.json").read_text())
+    checksums = info["rank_weight_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1], checksums  # both ranks hold the same weights
+    one = {r["step"]: r["train/loss"] for r in log_records(single) if "train/loss" in r}
+    two = {r["step"]: r["train/loss"] for r in log_records(double) if "train/loss" in r}
+    # Same users per global batch and the same per-user masks; only the donors of random replacements and the
+    # per-process averaging of the loss differ.
+    assert one[2] == pytest.approx(two[2], rel=0.05), (one, two)
+    assert one[6] == pytest.approx(two[6], rel=0.05), (one, two)
+    single_eval = json.loads((single / "eval_results.json").read_text())
+    assert single_eval["eval/count_hour"] == info["eval/count_hour"]  # no user lost or doubled in validation
+
+
+# -- bad options fail before training -----------------------------------------------------------------------------
+def test_unknown_preset_fails(tiny_data, tmp_path):
+    result = run_train(["--data", str(tiny_data), "--output", str(tmp_path / "x"), "--preset", "huge"], check=False)
+    assert result.returncode != 0 and "--preset 'huge' is unknown" in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_missing_data_path_fails(tmp_path):
+    result = run_train(["--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")], check=False)
+    assert result.returncode != 0 and "no such folder" in result.stderr
+
+
+def test_data_folder_without_dataset_fails(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = run_train(["--data", str(tmp_path / "empty"), "--output", str(tmp_path / "x")], check=False)
+    assert result.returncode != 0 and "is missing" in result.stderr
+
+
+def test_resume_with_disagreeing_data_fails(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    run_train(["--data", str(tiny_data), "--output", str(out), "--max-steps", "4", "--save-every", "2", *COMMON])
+    other = tmp_path / "other"
+    write_tiny_prepared_data(other)
+    metadata = json.loads((other / "metadata.json").read_text())
+    metadata["category_vocab_sizes"][3] += 7
+    (other / "metadata.json").write_text(json.dumps(metadata))
+    result = run_train(["--data", str(other), "--output", str(out), "--max-steps", "8", "--resume", "latest",
+                        *COMMON], check=False)
+    assert result.returncode != 0
+    assert "category_vocab_sizes" in result.stderr and "disagrees" in result.stderr
+    assert "pre-training" not in result.stderr  # failed before the progress bar started
+
+
+def test_resume_without_checkpoint_fails(tiny_data, tmp_path):
+    result = run_train(["--data", str(tiny_data), "--output", str(tmp_path / "none"), "--resume", "latest",
+                        *COMMON], check=False)
+    assert result.returncode != 0 and "no checkpoint found" in result.stderr
+
+
+def test_config_file_and_unknown_option(tiny_data, tmp_path):
+    good = tmp_path / "run.yaml"
+    good.write_text(f"data: {tiny_data}\npreset: tiny\nmax_steps: 2\nbatch_size: 8\nreport_to: none\n")
+    out = tmp_path / "from-yaml"
+    run_train(["--config", str(good), "--output", str(out), "--learning-rate", "1e-3"])
+    hparams = json.loads((out / "logs" / "hparams.json").read_text())
+    assert hparams["max_steps"] == 2 and hparams["learning_rate"] == 1e-3 and hparams["preset"] == "tiny"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"data": str(tiny_data), "hidden": 3}))
+    result = run_train(["--config", str(bad)], check=False)
+    assert result.returncode != 0 and "unknown options ['hidden']" in result.stderr
