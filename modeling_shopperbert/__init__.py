@@ -33,6 +33,7 @@ from .modeling_shopperbert import (
     ShopperBertModelOutput,
     ShopperBertPreTrainedModel,
 )
+from .encoder import UserEncoder, read_user_embeddings, write_user_embeddings
 
 AutoConfig.register(ShopperBertConfig.model_type, ShopperBertConfig, exist_ok=True)
 AutoModel.register(ShopperBertConfig, ShopperBertModel, exist_ok=True)
@@ -52,6 +53,9 @@ __all__ = [
     "SPECIAL_TOKENS",
     "TEXT_INDEX_FIELD",
     "UNK_ID",
+    "UserEncoder",
+    "read_user_embeddings",
+    "write_user_embeddings",
     "ShopperBertConfig",
     "ShopperBertForMaskedPurchasePrediction",
     "ShopperBertForPreTrainingOutput",

@@ -376,6 +376,8 @@ class ShopperBertPreTrainedModel(PreTrainedModel):
     _supports_flash_attn = False
     _supports_attention_backend = True
     _no_split_modules = ["ShopperBertLayer"]
+    # The MPP heads of a pre-training checkpoint are not part of the encoder or of a downstream model.
+    _keys_to_ignore_on_load_unexpected = [r"^mpp\."]
 
     def _init_weights(self, module):
         """BERT's initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorm."""

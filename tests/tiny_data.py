@@ -56,6 +56,10 @@ def write_tiny_prepared_data(path, num_train=48, num_validation=16, min_len=5, m
     vocab = {name: list(SPECIAL_TOKENS) + [f"{name}-{i}" for i in range(size)]
              for name, size in zip(CATEGORY_FIELDS, CATEGORY_SIZES)}
     (path / "vocab.json").write_text(json.dumps(vocab))
+    import pandas as pd
+
+    pd.DataFrame({"description": [f"tiny product description {i}" for i in range(25)]}).to_parquet(
+        path / "descriptions.parquet")
     metadata = {
         "format_version": 1, "source": "tiny-test", "text_model": "random", "text_embedding_size": TEXT_DIM,
         "category_vocab_sizes": [size + NUM_SPECIAL_IDS for size in CATEGORY_SIZES],

@@ -1,0 +1,196 @@
+"""Training throughput of ShopperBERT presets against a stock `transformers` BertForMaskedLM, on this machine.
+
+    python benchmarks/bench_train.py                       # small and base presets, fp32 and bf16 autocast
+    python benchmarks/bench_train.py --presets small --steps 5 --json out.json
+
+For each preset, one training step (forward + backward + AdamW step) on the same batch shape:
+- ShopperBERT MPP (nine heads, evaluated at the masked positions only), fp32 and bf16 autocast;
+- stock BertForMaskedLM with the identical encoder (hidden, layers, heads, 4H feed-forward, sequence length,
+  batch), its MLM head over the sum of the nine heads' vocabularies (so both predict the same number of classes),
+  labels at the same 15% of positions (BERT still scores every position);
+- a plain `torch.matmul` measurement (fp32 and bf16) on this machine for the achieved-GFLOP/s comparison.
+Prints JSON and a markdown table. Only public tools (time.perf_counter, torch, transformers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from modeling_shopperbert import ShopperBertConfig, ShopperBertForMaskedPurchasePrediction  # noqa: E402
+from modeling_shopperbert.collator import DataCollatorForMaskedPurchasePrediction  # noqa: E402
+from train import PRESETS  # noqa: E402
+
+# Complete Journey's vocabularies (data/cj/metadata.json) when the data exists; these figures otherwise.
+DEFAULT_VOCAB = dict(category_vocab_sizes=[34, 306, 2246, 4000], text_embedding_size=384, year_vocab_size=6,
+                     date_base_year=2017)
+
+
+def vocab_from_data(path: Path) -> dict:
+    meta = path / "metadata.json"
+    if meta.is_file():
+        m = json.loads(meta.read_text())
+        return {k: m[k] for k in DEFAULT_VOCAB}
+    return dict(DEFAULT_VOCAB)
+
+
+def fake_features(config: ShopperBertConfig, batch_size: int, length: int, num_texts: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    features = []
+    for u in range(batch_size):
+        row = {"user_id": str(u)}
+        for name, size in zip(("category_1", "category_2", "category_3", "category_4", "year", "month", "day",
+                               "weekday", "hour"), config.head_vocab_sizes):
+            row[name] = torch.randint(4, size, (length,), generator=g).numpy()
+        row["text_idx"] = torch.randint(0, num_texts, (length,), generator=g).numpy()
+        features.append(row)
+    return features
+
+
+def matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times) / 1e9
+
+
+def encoder_flops_per_token(h: int, inter: int, layers: int, seq: int) -> float:
+    """Forward multiply-adds x2 per token: Q,K,V,O projections, feed-forward, attention scores and mixing."""
+    return layers * (2 * (4 * h * h + 2 * h * inter) + 2 * 2 * seq * h)
+
+
+def time_steps(step, steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_preset(name: str, vocab: dict, batch_size: int, steps: int, warmup: int) -> list[dict]:
+    preset = dict(PRESETS[name])
+    length = preset.pop("max_length")
+    config = ShopperBertConfig(**vocab, **preset, max_position_embeddings=length + 1)
+    h, layers, inter = config.hidden_size, config.num_hidden_layers, config.intermediate_size
+    seq = length + 1
+    num_texts = 2000
+    text = torch.randn(num_texts, config.text_embedding_size)
+    collator = DataCollatorForMaskedPurchasePrediction.from_config(config, text, augmentation=False)
+    batch = collator(fake_features(config, batch_size, length, num_texts))
+    masked = int(batch["masked_positions"].sum())
+    tokens = batch_size * length  # purchase tokens per step
+
+    rows = []
+    # ShopperBERT, fp32 and bf16 autocast
+    heads_flops = masked * sum(2 * (h * h + h * v) for v in config.head_vocab_sizes)
+    embed_flops = tokens * 2 * (5 * h * h + config.text_embedding_size * h)
+    ours_fwd = tokens * encoder_flops_per_token(h, inter, layers, seq) + embed_flops + heads_flops
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        model = ShopperBertForMaskedPurchasePrediction(config).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        seconds = time_steps(step, steps, warmup)
+        rows.append({"preset": name, "model": "ShopperBERT MPP", "precision": precision, "batch": batch_size,
+                     "seq_len": seq, "hidden": h, "layers": layers, "seconds_per_step": seconds,
+                     "tokens_per_s": tokens / seconds, "gflops": 3 * ours_fwd / seconds / 1e9,
+                     "parameters": sum(p.numel() for p in model.parameters())})
+
+    # stock BertForMaskedLM with the identical encoder
+    from transformers import BertConfig, BertForMaskedLM
+
+    total_classes = sum(config.head_vocab_sizes)
+    bert_config = BertConfig(vocab_size=total_classes, hidden_size=h, num_hidden_layers=layers,
+                             num_attention_heads=config.num_attention_heads, intermediate_size=inter,
+                             max_position_embeddings=seq, attn_implementation="sdpa")
+    g = torch.Generator().manual_seed(1)
+    input_ids = torch.randint(0, total_classes, (batch_size, seq), generator=g)
+    labels = torch.full_like(input_ids, -100)
+    positions = torch.zeros(batch_size, seq, dtype=torch.bool)
+    positions[:, 1:] = batch["masked_positions"][:, 1:seq]
+    labels[positions] = input_ids[positions]
+    bert_fwd = batch_size * seq * (encoder_flops_per_token(h, inter, layers, seq) + 2 * (h * h + h * total_classes))
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        bert = BertForMaskedLM(bert_config).train()
+        optimizer = torch.optim.AdamW(bert.parameters(), lr=1e-4)
+
+        def step():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = bert(input_ids=input_ids, labels=labels).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        seconds = time_steps(step, steps, warmup)
+        rows.append({"preset": name, "model": "BertForMaskedLM", "precision": precision, "batch": batch_size,
+                     "seq_len": seq, "hidden": h, "layers": layers, "seconds_per_step": seconds,
+                     "tokens_per_s": tokens / seconds, "gflops": 3 * bert_fwd / seconds / 1e9,
+                     "parameters": sum(p.numel() for p in bert.parameters())})
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", default="small,base", help="comma-separated presets (default: small,base)")
+    parser.add_argument("--batch-size", type=int, default=16, help="users per step (default 16)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per measurement (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--data", default="data/cj", help="data_prep folder for realistic vocabulary sizes")
+    parser.add_argument("--json", default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    vocab = vocab_from_data(Path(args.data))
+    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    rows = []
+    for name in args.presets.split(","):
+        rows += bench_preset(name.strip(), vocab, args.batch_size, args.steps, args.warmup)
+    for row in rows:
+        row["fraction_of_matmul_peak"] = row["gflops"] / peak[row["precision"]]
+        if row["model"] == "ShopperBERT MPP":
+            ref = next(r for r in rows if r["preset"] == row["preset"] and r["model"] == "BertForMaskedLM"
+                       and r["precision"] == row["precision"])
+            row["speed_ratio_vs_bert"] = row["tokens_per_s"] / ref["tokens_per_s"]
+    result = {"machine": {"platform": platform.platform(), "torch": torch.__version__,
+                          "threads": torch.get_num_threads(), "processor": platform.processor()},
+              "matmul_peak_gflops": peak, "vocab": vocab, "rows": rows}
+    print(json.dumps(result, indent=2))
+    print()
+    print(f"torch.matmul 1024x1024: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s "
+          f"({torch.get_num_threads()} threads)")
+    print("| preset | model | precision | batch x seq | tokens/s | GFLOP/s | % of matmul peak | ratio vs BERT |")
+    print("|---|---|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        ratio = f"{r['speed_ratio_vs_bert']:.2f}" if "speed_ratio_vs_bert" in r else ""
+        print(f"| {r['preset']} | {r['model']} | {r['precision']} | {r['batch']} x {r['seq_len']} | "
+              f"{r['tokens_per_s']:,.0f} | {r['gflops']:.0f} | {100 * r['fraction_of_matmul_peak']:.0f}% | {ratio} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

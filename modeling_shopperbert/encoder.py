@@ -1,0 +1,220 @@
+"""Encode users with a pre-trained ShopperBERT, the way sentence-transformers encodes sentences.
+
+```python
+>>> from modeling_shopperbert import UserEncoder
+>>> encoder = UserEncoder.from_pretrained("shopperbert-completejourney-small", data="data/cj")
+>>> dataset = encoder.data.dataset["validation"]              # prepared users (data_prep rows)
+>>> embeddings = encoder.encode(dataset, batch_size=64)
+>>> embeddings.shape
+(244, 128)
+>>> encoder.encode(logs_dataframe, output_path="users.parquet")  # raw purchase logs of new users, keyed by user_id
+```
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .collator import ShopperBertCollator
+from .configuration_shopperbert import TEXT_INDEX_FIELD, ShopperBertConfig
+from .modeling_shopperbert import ShopperBertModel, ShopperBertPreTrainedModel, pool_user_embedding
+
+CHECKPOINT_DATA_FILES = ("metadata.json", "vocab.json")
+
+
+def check_data_matches_config(config: ShopperBertConfig, metadata: dict, where: str) -> None:
+    """Raise `ValueError` when prepared data's vocabularies differ from the model's."""
+    for name in ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year"):
+        if name in metadata and metadata[name] != getattr(config, name):
+            raise ValueError(
+                f"{where} has {name}={metadata[name]} but the model was trained with {name}="
+                f"{getattr(config, name)}: encode users with the vocabulary the model was pre-trained on"
+            )
+
+
+class UserEncoder:
+    """A pre-trained ShopperBERT encoder plus what it needs to turn purchase logs into user embeddings.
+
+    Args:
+        model: a `ShopperBertModel` (or any ShopperBERT model: its encoder is used).
+        text_embeddings: `(num_descriptions, dim)` matrix that prepared rows' `text_idx` index.
+        descriptions: texts of those rows (needed to encode raw logs whose products are already embedded).
+        vocab, metadata: the pre-training corpus' `vocab.json` / `metadata.json` (to encode raw logs).
+        device: where to run; defaults to CUDA when available.
+    """
+
+    def __init__(self, model: ShopperBertPreTrainedModel, text_embeddings=None, descriptions=None, vocab=None,
+                 metadata=None, device: str | torch.device | None = None):
+        if not isinstance(model, ShopperBertModel):
+            model = getattr(model, "shopperbert", model)
+        if not isinstance(model, ShopperBertModel) and type(model).__name__ != "ShopperBertModel":
+            raise TypeError(f"UserEncoder needs a ShopperBERT model, got {type(model).__name__}")
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.config = model.config
+        self.text_embeddings = None if text_embeddings is None else np.asarray(text_embeddings, dtype=np.float32)
+        self.descriptions = descriptions
+        self.vocab = vocab
+        self.metadata = metadata
+        self.data = None
+        if metadata is not None:
+            check_data_matches_config(self.config, metadata, "the given metadata")
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, data: str | os.PathLike | None = None,
+                        device: str | None = None, **kwargs) -> "UserEncoder":
+        """Load a saved model folder (with its `vocab.json` / `metadata.json`) and, optionally, a data_prep folder
+        whose text-embedding matrix and descriptions encode its users without re-embedding."""
+        from transformers import AutoModel
+
+        from . import configuration_shopperbert  # noqa: F401  (the package import registers the Auto classes)
+
+        path = Path(path)
+        model = AutoModel.from_pretrained(path, **kwargs)
+        vocab = metadata = None
+        if (path / "vocab.json").is_file():
+            vocab = json.loads((path / "vocab.json").read_text())
+        if (path / "metadata.json").is_file():
+            metadata = json.loads((path / "metadata.json").read_text())
+        encoder = cls(model, vocab=vocab, metadata=metadata, device=device)
+        if data is not None:
+            encoder.attach_data(data)
+        return encoder
+
+    def attach_data(self, data) -> None:
+        """Use a data_prep folder's text-embedding matrix and descriptions (checked against the model)."""
+        from data_prep import load_descriptions, load_prepared
+
+        prepared = load_prepared(data)
+        check_data_matches_config(self.config, prepared.metadata, f"data folder {data}")
+        self.data = prepared
+        self.text_embeddings = np.asarray(prepared.embeddings, dtype=np.float32)
+        self.descriptions = list(load_descriptions(data)["description"])
+        self.vocab = self.vocab or prepared.vocab
+        self.metadata = self.metadata or prepared.metadata
+
+    # -- inputs ------------------------------------------------------------------------------------------------------
+    def prepare_users(self, users, end_date=None, show_progress_bar: bool = False):
+        """Turn `users` into (rows, text matrix): a `datasets.Dataset`/list of prepared rows passes through; a
+        pandas DataFrame of raw purchase logs (canonical columns) is encoded with the model's vocabulary."""
+        import pandas as pd
+
+        if isinstance(users, pd.DataFrame):
+            if self.vocab is None or self.metadata is None:
+                raise ValueError("encoding raw purchase logs needs the model's vocab.json and metadata.json "
+                                 "(a folder written by train.py has them)")
+            from data_prep import encode_logs
+
+            text = self.text_embeddings
+            if text is None:
+                text = np.zeros((0, self.config.text_embedding_size), dtype=np.float32)
+            rows, text = encode_logs(users, self.vocab, self.metadata, text, self.descriptions or [],
+                                     end_date=end_date, progress=show_progress_bar)
+            return rows, np.asarray(text, dtype=np.float32)
+        if self.text_embeddings is None:
+            raise ValueError("prepared rows index a text-embedding matrix: pass `text_embeddings=` or "
+                             "`UserEncoder.from_pretrained(..., data=<data_prep folder>)`")
+        return users, self.text_embeddings
+
+    @staticmethod
+    def user_ids(rows) -> list[str]:
+        if hasattr(rows, "column_names"):
+            return [str(u) for u in rows["user_id"]]
+        return [str(r["user_id"]) for r in rows]
+
+    # -- encoding ----------------------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(
+        self,
+        users,
+        batch_size: int = 64,
+        show_progress_bar: bool | None = None,
+        user_representation: str | None = None,
+        normalize: bool = False,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        output_path: str | os.PathLike | None = None,
+        end_date=None,
+    ):
+        """Embed users; returns `(num_users, hidden_size)` in the order of `users`.
+
+        Args:
+            users: a `datasets.Dataset` or list of prepared rows (data_prep format), or a pandas DataFrame of raw
+                purchase logs (canonical columns: user_id, timestamp, category_1..4, description, ...).
+            batch_size: users per forward pass (users are sorted by length to pad little).
+            show_progress_bar: defaults to True when more than one batch.
+            user_representation: `"mean"` or `"cls"`; defaults to the model's own.
+            normalize: L2-normalise each embedding.
+            convert_to_numpy / convert_to_tensor: numpy array (default) or torch tensor.
+            output_path: also write a parquet file with `user_id` and `embedding` columns.
+            end_date: for raw logs, keep only purchases before this date.
+        """
+        representation = user_representation or self.config.user_representation
+        if representation not in ("mean", "cls"):
+            raise ValueError(f"user_representation must be 'mean' or 'cls', got {representation!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        rows, text = self.prepare_users(users, end_date=end_date, show_progress_bar=bool(show_progress_bar))
+        if hasattr(rows, "with_format"):
+            columns = [c for c in rows.column_names if c != "timestamp"]
+            rows = rows.with_format("numpy", columns=columns)
+        num_users = len(rows)
+        if num_users == 0:
+            raise ValueError("no users to encode")
+        collator = ShopperBertCollator.from_config(self.config, text)
+        lengths = np.array([len(rows[i][TEXT_INDEX_FIELD]) for i in range(num_users)])
+        order = np.argsort(-lengths, kind="stable")
+        if show_progress_bar is None:
+            show_progress_bar = num_users > batch_size
+        chunks = []
+        for start in tqdm(range(0, num_users, batch_size), desc="encoding users", disable=not show_progress_bar):
+            index = order[start:start + batch_size]
+            batch = collator([rows[int(i)] for i in index])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            hidden = self.model(**batch).last_hidden_state  # (B, T, H)
+            chunks.append(pool_user_embedding(hidden, batch["category_ids"], representation).float().cpu())
+        embeddings = torch.empty(num_users, chunks[0].shape[-1])
+        embeddings[torch.from_numpy(order)] = torch.cat(chunks)
+        if normalize:
+            embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+        if output_path is not None:
+            write_user_embeddings(output_path, self.user_ids(rows), embeddings.numpy())
+        if convert_to_tensor:
+            return embeddings
+        return embeddings.numpy() if convert_to_numpy else embeddings
+
+
+def write_user_embeddings(path, user_ids: Sequence[str], embeddings: np.ndarray) -> Path:
+    """Parquet with `user_id` (string) and `embedding` (list<float32>) columns, written atomically."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if len(user_ids) != len(embeddings):
+        raise ValueError(f"{len(user_ids)} user ids for {len(embeddings)} embeddings")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1))
+    vectors = pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1])
+    table = pa.table({"user_id": pa.array([str(u) for u in user_ids], pa.string()), "embedding": vectors})
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_user_embeddings(path) -> tuple[list[str], np.ndarray]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    return [str(u) for u in table.column("user_id").to_pylist()], vectors
+
+
+__all__ = ["UserEncoder", "read_user_embeddings", "write_user_embeddings", "check_data_matches_config"]

@@ -1,0 +1,115 @@
+"""UserEncoder / `python -m modeling_shopperbert.encode`: batching invariance, keys, pooling, bad inputs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_shopperbert import (
+    ShopperBertConfig,
+    ShopperBertForMaskedPurchasePrediction,
+    UserEncoder,
+    read_user_embeddings,
+)
+from tiny_data import write_tiny_prepared_data
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tiny pre-training model saved as train.py saves it (with the data's vocab and metadata)."""
+    base = tmp_path_factory.mktemp("enc")
+    data = write_tiny_prepared_data(base / "data", num_train=40, num_validation=30, max_len=90)
+    import json
+
+    metadata = json.loads((data / "metadata.json").read_text())
+    config = ShopperBertConfig.from_data_metadata(metadata, hidden_size=32, num_hidden_layers=2,
+                                                  num_attention_heads=4, max_position_embeddings=65)
+    model = ShopperBertForMaskedPurchasePrediction(config)
+    folder = base / "model"
+    model.save_pretrained(folder)
+    for name in ("metadata.json", "vocab.json"):
+        (folder / name).write_text((data / name).read_text())
+    return folder, data
+
+
+def test_batch_size_does_not_change_embeddings(saved_model):
+    folder, data = saved_model
+    encoder = UserEncoder.from_pretrained(folder, data=data)
+    users = encoder.data.dataset["validation"]
+    one = encoder.encode(users, batch_size=1, show_progress_bar=False)
+    many = encoder.encode(users, batch_size=64)
+    assert one.shape == (30, 32) and isinstance(one, np.ndarray)
+    np.testing.assert_allclose(one, many, atol=1e-5, rtol=1e-5)
+
+
+def test_order_keys_and_parquet(saved_model, tmp_path):
+    folder, data = saved_model
+    encoder = UserEncoder.from_pretrained(folder, data=data)
+    users = encoder.data.dataset["validation"]
+    out = tmp_path / "users.parquet"
+    emb = encoder.encode(users, batch_size=7, output_path=out)
+    ids, vectors = read_user_embeddings(out)
+    assert ids == [str(u) for u in users["user_id"]]
+    np.testing.assert_array_equal(vectors, emb)
+    # each row is that user's own embedding: encoding user 5 alone gives row 5
+    alone = encoder.encode(users.select([5]))
+    np.testing.assert_allclose(alone[0], emb[5], atol=1e-5, rtol=1e-5)
+
+
+def test_representations_and_normalisation(saved_model):
+    folder, data = saved_model
+    encoder = UserEncoder.from_pretrained(folder, data=data)
+    users = encoder.data.dataset["validation"].select(range(4))
+    mean = encoder.encode(users, convert_to_tensor=True)
+    cls = encoder.encode(users, user_representation="cls", convert_to_tensor=True)
+    assert torch.is_tensor(mean) and not torch.allclose(mean, cls)
+    normed = encoder.encode(users, normalize=True)
+    np.testing.assert_allclose(np.linalg.norm(normed, axis=1), 1.0, rtol=1e-5)
+    # the mean representation is the mean of the purchase tokens of the model's last hidden state
+    from modeling_shopperbert.collator import ShopperBertCollator
+
+    batch = ShopperBertCollator.from_config(encoder.config, encoder.text_embeddings)([users[0]])
+    with torch.no_grad():
+        hidden = encoder.model(**batch).last_hidden_state[0, 1:]
+    torch.testing.assert_close(mean[0], hidden.mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_bad_inputs(saved_model, tmp_path):
+    folder, data = saved_model
+    encoder = UserEncoder.from_pretrained(folder)
+    users = [{"user_id": "1"}]
+    with pytest.raises(ValueError, match="text_embeddings"):
+        encoder.encode(users)
+    encoder = UserEncoder.from_pretrained(folder, data=data)
+    with pytest.raises(ValueError, match="user_representation"):
+        encoder.encode(encoder.data.dataset["validation"], user_representation="max")
+    with pytest.raises(ValueError, match="batch_size"):
+        encoder.encode(encoder.data.dataset["validation"], batch_size=0)
+    other = write_tiny_prepared_data(tmp_path / "other")
+    import json
+
+    meta = json.loads((other / "metadata.json").read_text())
+    meta["category_vocab_sizes"][0] += 1
+    (other / "metadata.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="category_vocab_sizes"):
+        UserEncoder.from_pretrained(folder, data=other)
+
+
+def test_command_line(saved_model, tmp_path):
+    folder, data = saved_model
+    out = tmp_path / "cli.parquet"
+    result = subprocess.run([sys.executable, "-m", "modeling_shopperbert.encode", "--model", str(folder), "--data",
+                             str(data), "--split", "validation", "--out", str(out), "--batch-size", "8"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ids, vectors = read_user_embeddings(out)
+    assert len(ids) == 30 and vectors.shape == (30, 32) and "users/s" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "modeling_shopperbert.encode", "--model", str(tmp_path / "none"),
+                          "--data", str(data), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "no such folder" in bad.stderr
