@@ -563,7 +563,7 @@ def training_function(args: PretrainingArguments) -> dict:
                 if last_eval["eval/loss"] < best_loss:
                     best_loss = last_eval["eval/loss"]
                     save_model(accelerator, model, output / "best", data,
-                               {"step": completed_steps, **last_eval})
+                               {"step": completed_steps, **last_eval, "args": asdict(args)})
 
             if completed_steps % save_every == 0 and completed_steps < total_steps:
                 save_training_state(accelerator, output, completed_steps, args.save_total_limit)
@@ -581,7 +581,7 @@ def training_function(args: PretrainingArguments) -> dict:
                             device=accelerator.device, dtype=torch.float64)
     checksums = accelerator.gather(checksum).cpu().tolist()
     final_info = {"step": completed_steps, **last_eval, "rank_weight_checksums": checksums,
-                  "mpp_prior_classes": dict(zip(MPP_HEADS, majority))}
+                  "mpp_prior_classes": dict(zip(MPP_HEADS, majority)), "args": asdict(args)}
     save_model(accelerator, model, output / "final", data, final_info)
     if accelerator.is_main_process:
         (output / "eval_results.json").write_text(json.dumps(final_info, indent=2))

@@ -126,7 +126,9 @@ def bench_preset(name: str, vocab: dict, batch_size: int, steps: int, warmup: in
     total_classes = sum(config.head_vocab_sizes)
     bert_config = BertConfig(vocab_size=total_classes, hidden_size=h, num_hidden_layers=layers,
                              num_attention_heads=config.num_attention_heads, intermediate_size=inter,
-                             max_position_embeddings=seq, attn_implementation="sdpa")
+                             max_position_embeddings=seq, attn_implementation="sdpa",
+                             hidden_dropout_prob=config.hidden_dropout_prob,
+                             attention_probs_dropout_prob=config.attention_probs_dropout_prob)
     g = torch.Generator().manual_seed(1)
     input_ids = torch.randint(0, total_classes, (batch_size, seq), generator=g)
     labels = torch.full_like(input_ids, -100)

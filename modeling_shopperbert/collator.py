@@ -89,14 +89,18 @@ class ShopperBertCollator:
         text_embeddings: `(num_products, text_dim)` matrix indexed by the features' `text_idx`.
         max_length: most purchases kept per user (the most recent ones); defaults to 350 (the paper's).
         pad_to_multiple_of: pad the token axis to a multiple of this (useful on GPUs).
+        allow_empty: accept users without purchases (they become a lone [CLS]); off by default, since a user
+            representation of nothing is usually a data error.
     """
 
-    def __init__(self, text_embeddings, max_length: int = 350, pad_to_multiple_of: int | None = None):
+    def __init__(self, text_embeddings, max_length: int = 350, pad_to_multiple_of: int | None = None,
+                 allow_empty: bool = False):
         if max_length < 1:
             raise ValueError(f"max_length must be at least 1, got {max_length}")
         self.text_embeddings = _as_embedding_matrix(text_embeddings)
         self.max_length = int(max_length)
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.allow_empty = allow_empty
 
     @classmethod
     def from_config(cls, config: ShopperBertConfig, text_embeddings, **kwargs):
@@ -120,6 +124,8 @@ class ShopperBertCollator:
             raise ValueError(f"feature {index}: sequence columns differ in length {sorted(lengths)}")
         rows = np.stack(columns, axis=1)  # (n, 10)
         if len(rows) == 0:
+            if self.allow_empty:
+                return rows
             raise ValueError(f"feature {index} has no purchases; a user needs at least one")
         text_idx = rows[:, -1]
         if text_idx.min() < 0 or text_idx.max() >= len(self.text_embeddings):

@@ -86,8 +86,9 @@ class ShopperBertConfig(PretrainedConfig):
             Activation of the feed-forward layers and of the prediction heads.
         hidden_dropout_prob (`float`, *optional*, defaults to 0.1):
             Dropout on embeddings and on the outputs of attention and feed-forward sub-layers.
-        attention_probs_dropout_prob (`float`, *optional*, defaults to 0.1):
-            Dropout on attention probabilities.
+        attention_probs_dropout_prob (`float`, *optional*, defaults to 0.0):
+            Dropout on attention probabilities. The paper states no dropout; 0 keeps the fused SDPA kernels (on 2
+            CPU cores, 0.1 made training 3.6x slower, all of it in the dropout mask of the T x T attention).
         max_position_embeddings (`int`, *optional*, defaults to 351):
             Size of the position table: the longest purchase sequence (350) plus the [CLS] token.
         initializer_range (`float`, *optional*, defaults to 0.02):
@@ -141,7 +142,7 @@ class ShopperBertConfig(PretrainedConfig):
         intermediate_size=None,
         hidden_act="gelu",
         hidden_dropout_prob=0.1,
-        attention_probs_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.0,
         max_position_embeddings=351,
         initializer_range=0.02,
         layer_norm_eps=1e-12,

@@ -1,0 +1,85 @@
+"""Command line of the evaluation suite.
+
+    python -m eval_suite run --model runs/cj-small/final --data data/cj --tasks all --repeats 10 --out results/
+    python -m eval_suite run --model ... --quick          # the `make demo` setting: 2 seeds, short schedules
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m eval_suite", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="downstream experiments: Tables 4-6 of the paper")
+    run.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
+                     help="a pre-trained ShopperBERT folder; repeat for several (named MP, MP+A, CLS, CLS+A from "
+                          "their config unless NAME= is given). The first is the primary one.")
+    run.add_argument("--data", default="data/cj", help="the pre-training corpus (data_prep folder) of the models")
+    run.add_argument("--tasks", default="all", help=f"comma-separated tasks or `all` ({', '.join(TASKS)})")
+    run.add_argument("--repeats", type=int, default=None, help="seeds per task (default 10; 2 with --quick)")
+    run.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
+    run.add_argument("--out", default="results", help="output folder (results.json, tables, negatives)")
+    run.add_argument("--quick", action="store_true",
+                     help="short schedules for `make demo`: 2 seeds, one learning rate for Transformers, 4 epochs, "
+                          "the most recent 64 purchases for P-/UP-/T-Trans")
+    run.add_argument("--models", default=None,
+                     help="subset of u-mlp,p-trans,up-trans,t-trans,baselines (default: all)")
+    run.add_argument("--finetune", action="store_true", help="also fine-tune ShopperBERT on the targeting tasks")
+    run.add_argument("--trans-max-length", type=int, default=None,
+                     help="purchases per user for P-/UP-/T-Trans (default 128; 64 with --quick)")
+    run.add_argument("--model-card", default=None, help="update the results section of this model card")
+    run.add_argument("--threads", type=int, default=None, help="torch threads")
+    return parser
+
+
+from .tasks import TASK_NAMES as TASKS  # noqa: E402
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        from .report import write_tables
+        from .run import RunOptions, parse_models, run
+
+        tasks = list(TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown:
+            print(f"error: unknown tasks {unknown}; choose from {list(TASKS)}", file=sys.stderr)
+            return 2
+        if not Path(args.data).is_dir():
+            print(f"error: --data {args.data}: no such folder", file=sys.stderr)
+            return 2
+        overrides = {}
+        if args.repeats is not None:
+            if args.repeats < 1:
+                print("error: --repeats must be at least 1", file=sys.stderr)
+                return 2
+            overrides["repeats"] = args.repeats
+        if args.trans_max_length is not None:
+            overrides["trans_max_length"] = args.trans_max_length
+        if args.models:
+            overrides["models"] = tuple(m.strip() for m in args.models.split(","))
+        overrides.update(first_seed=args.first_seed, finetune=args.finetune, threads=args.threads)
+        options = RunOptions.quick(**overrides) if args.quick else RunOptions(**overrides)
+        checkpoints = parse_models(args.model)
+        out = Path(args.out)
+        results = run(checkpoints, Path(args.data), tasks, out, options)
+        tables = write_tables(results, out)
+        print("\n## Table 4 analogue\n\n" + tables["table4.md"])
+        print("\n## The paper's headline, task by task\n\n" + tables["headline.md"])
+        if args.model_card:
+            from .model_card import update_model_card
+
+            update_model_card(Path(args.model_card), results, out)
+            print(f"updated {args.model_card}")
+        print(f"\nwrote {out / 'results.json'} and tables in {out}/ ({results['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,337 @@
+"""Downstream models of the paper's Table 2 and their training loops.
+
+- U-MLP: the paper's MLP (input-512-256-128-64-output, ReLU) on a frozen pre-trained user embedding.
+- T-Trans / P-Trans: a small Transformer (L=4, H=128, A=4, ALBERT-style shared layer, the same purchase
+  embedding as ShopperBERT) with a [CLS] token and the same MLP, on task-specific history (T) or raw purchase
+  logs (P).
+- UP-Trans: P-Trans with the pre-trained user embedding (projected) in place of the [CLS] token.
+- Fine-tuned ShopperBERT: `ShopperBertForSequenceClassification` initialised from the checkpoint.
+
+Classification towers output one logit; recommendation towers output a 64-d vector scored against an item tower
+(an MLP on the item's text vector and features) by a dot product and a sigmoid, trained with binary cross-entropy
+on positive and sampled negative pairs (section 4.2.2). Optimisation follows the paper: Adam (no weight decay),
+exponential learning-rate decay 0.995 (per epoch here), batches of 256, early stopping on validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from modeling_shopperbert import ShopperBertConfig
+from modeling_shopperbert.collator import ShopperBertCollator
+from modeling_shopperbert.configuration_shopperbert import PAD_ID
+from modeling_shopperbert.modeling_shopperbert import ShopperBertEmbeddings, ShopperBertLayer
+
+MLP_WIDTHS = (512, 256, 128, 64)
+REC_DIM = 64
+
+
+class DownstreamMLP(nn.Sequential):
+    """The paper's downstream MLP: input-512-256-128-64-output with ReLU."""
+
+    def __init__(self, in_features: int, out_features: int, widths: Sequence[int] = MLP_WIDTHS, dropout: float = 0.0):
+        layers: list[nn.Module] = []
+        previous = in_features
+        for width in widths:
+            layers += [nn.Linear(previous, width), nn.ReLU()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+            previous = width
+        layers.append(nn.Linear(previous, out_features))
+        super().__init__(*layers)
+
+
+def small_transformer_config(metadata: dict, max_length: int, hidden_size: int = 128, num_layers: int = 4,
+                             num_heads: int = 4) -> ShopperBertConfig:
+    """The downstream Transformer of section 4.2.1 (L=4, H=128, A=4, FFN 4H) over the corpus' vocabularies."""
+    config = ShopperBertConfig.from_data_metadata(
+        metadata, hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=num_heads,
+        max_position_embeddings=max_length + 1)
+    config._attn_implementation = "sdpa"
+    return config
+
+
+class SharedLayerTransformer(nn.Module):
+    """ALBERT-style encoder: ShopperBERT's purchase embedding, one Transformer layer applied L times; returns the
+    final vector of position 0: the [CLS] token, or (UP-Trans) the projected pre-trained user embedding."""
+
+    def __init__(self, config: ShopperBertConfig, user_embedding_size: int | None = None):
+        super().__init__()
+        self.config = config
+        self.embeddings = ShopperBertEmbeddings(config)
+        self.layer = ShopperBertLayer(config)
+        self.user_projection = nn.Linear(user_embedding_size, config.hidden_size) if user_embedding_size else None
+        self.apply(self._init)
+
+    def _init(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.initializer_range)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def forward(self, category_ids, date_ids, text_embeds, attention_mask, user_embedding=None):
+        hidden = self.embeddings(category_ids, date_ids, text_embeds)  # (B, T, H)
+        if self.user_projection is not None:
+            first = self.user_projection(user_embedding).unsqueeze(1)  # (B, 1, H)
+            hidden = torch.cat([first, hidden[:, 1:]], dim=1)  # (B, T, H)
+        mask = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        for _ in range(self.config.num_hidden_layers):
+            hidden, _ = self.layer(hidden, mask)  # (B, T, H)
+        return hidden[:, 0]  # (B, H)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# User inputs
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class UserInputs:
+    """What a user tower reads for each user: a pre-trained vector and/or a purchase (or history) sequence.
+
+    Users without a sequence (no history) get a sequence of only [CLS].
+    """
+
+    user_ids: np.ndarray  # (U,) str
+    vectors: np.ndarray | None = None  # (U, D) pre-trained user embeddings
+    rows: object | None = None  # datasets.Dataset / list of prepared rows aligned with user_ids (None = no sequence)
+    text_embeddings: np.ndarray | None = None
+    max_length: int = 128
+
+    def __post_init__(self):
+        self.position = {u: i for i, u in enumerate(self.user_ids)}
+        self._collator = None
+        if self.rows is not None:
+            self._collator = ShopperBertCollator(self.text_embeddings, max_length=self.max_length, allow_empty=True)
+            self._cache = {}
+
+    def index(self, user_ids: Sequence[str]) -> np.ndarray:
+        missing = [u for u in user_ids if u not in self.position]
+        if missing:
+            raise KeyError(f"{len(missing)} users have no inputs, e.g. {missing[:3]}")
+        return np.array([self.position[u] for u in user_ids], dtype=np.int64)
+
+    def batch(self, user_ids: Sequence[str]) -> dict[str, torch.Tensor]:
+        idx = self.index(user_ids)
+        out: dict[str, torch.Tensor] = {}
+        if self.vectors is not None:
+            out["user_embedding"] = torch.from_numpy(self.vectors[idx]).float()
+        if self._collator is not None:
+            out.update(self._collator([self._row(int(i)) for i in idx]))
+        return out
+
+    def _row(self, i: int):
+        row = self._cache.get(i)
+        if row is None:
+            row = self._cache[i] = self.rows[i]
+        return row
+
+
+class UserTower(nn.Module):
+    """A user representation for one downstream model kind: `mlp` (U-MLP), `trans` (T-/P-Trans), `uptrans`."""
+
+    def __init__(self, kind: str, out_features: int, user_embedding_size: int | None = None,
+                 transformer_config: ShopperBertConfig | None = None):
+        super().__init__()
+        if kind not in ("mlp", "trans", "uptrans"):
+            raise ValueError(f"unknown user tower {kind!r}")
+        self.kind = kind
+        if kind == "mlp":
+            self.encoder = None
+            self.head = DownstreamMLP(user_embedding_size, out_features)
+        else:
+            self.encoder = SharedLayerTransformer(transformer_config,
+                                                  user_embedding_size if kind == "uptrans" else None)
+            self.head = DownstreamMLP(transformer_config.hidden_size, out_features)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.kind == "mlp":
+            return self.head(batch["user_embedding"])
+        pooled = self.encoder(batch["category_ids"], batch["date_ids"], batch["text_embeds"],
+                              batch["attention_mask"], batch.get("user_embedding"))
+        return self.head(pooled)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training loops
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class FitResult:
+    state: dict
+    best_metric: float
+    best_epoch: int
+    epochs_run: int
+    history: list
+
+
+def _batches(items: np.ndarray, size: int, rng: np.random.Generator | None):
+    order = rng.permutation(len(items)) if rng is not None else np.arange(len(items))
+    for start in range(0, len(items), size):
+        yield items[order[start:start + size]]
+
+
+def _make_optimizer(model: nn.Module, lr: float):
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999), weight_decay=0.0, foreach=True)
+    return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.995)
+
+
+@torch.no_grad()
+def user_scores(tower: UserTower, inputs: UserInputs, user_ids: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    """Classification scores (logits) for users, in order."""
+    tower.eval()
+    out = []
+    for start in range(0, len(user_ids), batch_size):
+        out.append(tower(inputs.batch(user_ids[start:start + batch_size])).squeeze(-1).float())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def fit_classifier(tower: UserTower, inputs: UserInputs, train_ids, train_labels, val_ids, val_labels,
+                   lr: float, seed: int, validation_metric, max_epochs: int = 50, patience: int = 5,
+                   batch_size: int = 256) -> FitResult:
+    """Binary cross-entropy on users; keeps the epoch with the best validation metric (e.g. AUROC)."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    optimizer, scheduler = _make_optimizer(tower, lr)
+    train_ids = np.asarray(train_ids, dtype=object)
+    labels = dict(zip(train_ids, np.asarray(train_labels, dtype=np.float32)))
+    best = FitResult(copy.deepcopy(tower.state_dict()), -math.inf, -1, 0, [])
+    for epoch in range(max_epochs):
+        tower.train()
+        for users in _batches(train_ids, batch_size, rng):
+            logits = tower(inputs.batch(list(users))).squeeze(-1)
+            target = torch.tensor([labels[u] for u in users])
+            loss = F.binary_cross_entropy_with_logits(logits.float(), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        metric = validation_metric(user_scores(tower, inputs, list(val_ids)), val_labels)
+        best.history.append(metric)
+        best.epochs_run = epoch + 1
+        if metric > best.best_metric:
+            best.best_metric, best.best_epoch, best.state = metric, epoch, copy.deepcopy(tower.state_dict())
+        elif epoch - best.best_epoch >= patience:
+            break
+    tower.load_state_dict(best.state)
+    return best
+
+
+class ItemTower(nn.Module):
+    """Item representation for recommendation: an MLP on the item's text vector and numeric features."""
+
+    def __init__(self, in_features: int, out_features: int = REC_DIM):
+        super().__init__()
+        self.mlp = DownstreamMLP(in_features, out_features, widths=(256, 128))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features)
+
+
+class TwoTowerScorer(nn.Module):
+    """score(u, i) = sigmoid(user_tower(u) . item_tower(i)) (section 4.2.2)."""
+
+    def __init__(self, user_tower: UserTower, item_tower: ItemTower, item_features: np.ndarray,
+                 item_ids: Sequence[str]):
+        super().__init__()
+        self.user_tower = user_tower
+        self.item_tower = item_tower
+        self.register_buffer("item_features", torch.from_numpy(np.asarray(item_features, dtype=np.float32)))
+        self.item_position = pd.Index([str(i) for i in item_ids], dtype=object)
+
+    def item_index(self, item_ids) -> torch.Tensor:
+        positions = self.item_position.get_indexer(np.asarray(item_ids, dtype=object))
+        if (positions < 0).any():
+            raise KeyError("unknown item ids")
+        return torch.from_numpy(positions.astype(np.int64))
+
+    @torch.no_grad()
+    def score_pairs(self, inputs: UserInputs, user_ids: np.ndarray, item_ids: np.ndarray,
+                    user_batch: int = 256) -> np.ndarray:
+        """Logits of aligned (user, item) pairs: each user and item vector computed once."""
+        self.eval()
+        user_inverse, unique_users = pd.factorize(np.asarray(user_ids, dtype=object))
+        vectors = []
+        for start in range(0, len(unique_users), user_batch):
+            vectors.append(self.user_tower(inputs.batch(list(unique_users[start:start + user_batch]))))
+        users = torch.cat(vectors)  # (U, d)
+        items = self.item_tower(self.item_features)  # (I, d)
+        item_idx = self.item_index(item_ids)
+        scores = (users[torch.from_numpy(user_inverse.astype(np.int64))] * items[item_idx]).sum(-1)
+        return scores.float().numpy()
+
+
+def fit_recommender(scorer: TwoTowerScorer, inputs: UserInputs, pairs_for_epoch, validation_metric, lr: float,
+                    seed: int, max_epochs: int = 30, patience: int = 3, positives_per_batch: int = 256) -> FitResult:
+    """BCE on (user, item, label) pairs; `pairs_for_epoch(epoch)` gives a DataFrame of fresh negatives each epoch.
+
+    A batch holds about `positives_per_batch` positive pairs (the paper's batch of 256) with their sampled
+    negatives, grouped by user so that each user's tower runs once per batch.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    optimizer, scheduler = _make_optimizer(scorer, lr)
+    best = FitResult(copy.deepcopy(scorer.state_dict()), -math.inf, -1, 0, [])
+    for epoch in range(max_epochs):
+        scorer.train()
+        pairs = pairs_for_epoch(epoch)
+        inverse, users = pd.factorize(pairs["user_id"].to_numpy(dtype=object))
+        users = np.asarray(users, dtype=object)
+        counts = np.bincount(inverse, minlength=len(users))
+        labels = pairs["label"].to_numpy()
+        positives = np.bincount(inverse, weights=labels, minlength=len(users))
+        by_user = np.argsort(inverse, kind="stable")  # pair positions grouped by user
+        offsets = np.r_[0, np.cumsum(counts)]
+        all_items = scorer.item_index(pairs["item_id"].to_numpy())
+        all_labels = torch.from_numpy(labels.astype(np.float32))
+        order = rng.permutation(len(users))
+        start = 0
+        while start < len(order):
+            chosen, count = [], 0
+            while start < len(order) and (not chosen or count < positives_per_batch):
+                chosen.append(order[start])
+                count += positives[order[start]]
+                start += 1
+            rows = np.concatenate([by_user[offsets[u]:offsets[u + 1]] for u in chosen])  # pair positions
+            user_vectors = scorer.user_tower(inputs.batch(list(users[chosen])))  # (U, d)
+            owner = torch.from_numpy(np.repeat(np.arange(len(chosen)), counts[chosen]))
+            item_vectors = scorer.item_tower(scorer.item_features[all_items[rows]])  # (P, d)
+            logits = (user_vectors[owner] * item_vectors).sum(-1)  # (P,)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), all_labels[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        scheduler.step()
+        metric = validation_metric(scorer)
+        best.history.append(metric)
+        best.epochs_run = epoch + 1
+        if metric > best.best_metric:
+            best.best_metric, best.best_epoch, best.state = metric, epoch, copy.deepcopy(scorer.state_dict())
+        elif epoch - best.best_epoch >= patience:
+            break
+    scorer.load_state_dict(best.state)
+    return best
+
+
+__all__ = [
+    "DownstreamMLP",
+    "FitResult",
+    "ItemTower",
+    "SharedLayerTransformer",
+    "TwoTowerScorer",
+    "UserInputs",
+    "UserTower",
+    "fit_classifier",
+    "fit_recommender",
+    "small_transformer_config",
+    "user_scores",
+]

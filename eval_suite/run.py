@@ -1,0 +1,378 @@
+"""`python -m eval_suite run`: the paper's downstream experiments (Tables 4-6) on Complete Journey.
+
+    python -m eval_suite run --model runs/cj-small/final --data data/cj --tasks all --repeats 10 --out results/
+    python -m eval_suite run --model MP=runs/mp/final --model MP+A=runs/mpa/final ... --quick
+
+For every task and seed (a fresh 70/15/15 user split and fixed negatives per seed, shared by all models):
+U-MLP on each checkpoint's frozen user embedding, P-Trans, UP-Trans, T-Trans (where the task has its own history),
+fine-tuned ShopperBERT (targeting tasks, `--finetune`), and the classical baselines. Learning rates come from the
+validation users only; test users are touched once, by the selected model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .evaluation import (
+    auroc,
+    classification_metrics,
+    full_ranking_metrics,
+    instances_of,
+    sampled_ranking_metrics,
+)
+from .inputs import Corpus, SequenceInputs, history_inputs, item_features, purchase_inputs
+from .models import (
+    REC_DIM,
+    ItemTower,
+    TwoTowerScorer,
+    UserInputs,
+    UserTower,
+    fit_classifier,
+    fit_recommender,
+    small_transformer_config,
+    user_scores,
+)
+from .tasks import (
+    TASK_NAMES,
+    build_task,
+    cold_heavy_users,
+    fixed_negatives,
+    load_raw_tables,
+    sample_training_pairs,
+    split_users,
+    tables_for,
+)
+
+TARGETING_TASKS = ("coupon_targeting", "nutrition_targeting")
+MAX_VALIDATION_INSTANCES = 3000
+
+
+@dataclass
+class RunOptions:
+    """How much to run; `quick()` is the `make demo` setting."""
+
+    repeats: int = 10
+    first_seed: int = 0
+    mlp_lrs: tuple = (1e-4, 3e-4, 1e-3)
+    trans_lrs: tuple = (1e-4, 3e-4, 1e-3)
+    finetune_lrs: tuple = (1e-4, 3e-4, 1e-3)
+    mlp_max_epochs: int = 100
+    mlp_patience: int = 10
+    trans_max_epochs: int = 20
+    trans_patience: int = 3
+    finetune_max_epochs: int = 5
+    trans_max_length: int = 128
+    negatives_per_positive: int = 4
+    models: tuple = ("u-mlp", "p-trans", "up-trans", "t-trans", "baselines")
+    finetune: bool = False
+    threads: int | None = None
+
+    @classmethod
+    def quick(cls, **overrides) -> "RunOptions":
+        values = dict(repeats=2, mlp_lrs=(1e-3,), trans_lrs=(1e-3,), finetune_lrs=(1e-4,), mlp_max_epochs=30,
+                      mlp_patience=4, trans_max_epochs=4, trans_patience=1, finetune_max_epochs=2,
+                      trans_max_length=64)
+        values.update(overrides)
+        return cls(**values)
+
+
+def checkpoint_label(path: Path) -> str:
+    """MP / MP+A / CLS / CLS+A from the checkpoint's config and training info (the paper's Table 4 columns)."""
+    config = json.loads((path / "config.json").read_text())
+    label = "MP" if config.get("user_representation", "mean") == "mean" else "CLS"
+    info_file = path / "training_info.json"
+    if info_file.is_file():
+        info = json.loads(info_file.read_text())
+        if info.get("args", {}).get("augmentation", info.get("augmentation")):
+            label += "+A"
+    return label
+
+
+def parse_models(specs: list[str]) -> dict[str, Path]:
+    models: dict[str, Path] = {}
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise SystemExit(f"error: --model {spec}: {path} is not a saved ShopperBERT folder (no config.json)")
+        name = name or checkpoint_label(path)
+        if name in models:
+            raise SystemExit(f"error: two checkpoints named {name!r}; name them: --model NAME=PATH")
+        models[name] = path
+    return models
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-run shared inputs
+# ---------------------------------------------------------------------------------------------------------------
+class Inputs:
+    def __init__(self, corpus: Corpus, checkpoints: dict[str, Path], out: Path, options: RunOptions, log):
+        self.corpus = corpus
+        self.out = out
+        self.options = options
+        self.log = log
+        start = time.perf_counter()
+        self.purchases: SequenceInputs = purchase_inputs(corpus)
+        log(f"purchase sequences of {len(self.purchases.user_ids)} households before the cutoff "
+            f"({time.perf_counter() - start:.1f} s)")
+        self.embeddings = {name: self._user_embeddings(name, path) for name, path in checkpoints.items()}
+        self.checkpoints = checkpoints
+        self._histories: dict[str, SequenceInputs] = {}
+        self._items: dict[str, np.ndarray] = {}
+
+    def _user_embeddings(self, name: str, path: Path) -> np.ndarray:
+        from modeling_shopperbert import UserEncoder
+
+        start = time.perf_counter()
+        encoder = UserEncoder.from_pretrained(path, device="cpu")
+        encoder.text_embeddings = self.purchases.text_embeddings
+        vectors = encoder.encode(self.purchases.rows, batch_size=64, show_progress_bar=False)
+        from modeling_shopperbert import write_user_embeddings
+
+        write_user_embeddings(self.out / "embeddings" / f"{name}.parquet", self.purchases.user_ids, vectors)
+        self.log(f"user embeddings {name}: {vectors.shape} in {time.perf_counter() - start:.1f} s")
+        return vectors
+
+    def vectors(self, name: str) -> UserInputs:
+        return UserInputs(self.purchases.user_ids, vectors=self.embeddings[name])
+
+    def sequences(self, with_vectors: str | None = None) -> UserInputs:
+        return UserInputs(self.purchases.user_ids, vectors=self.embeddings[with_vectors] if with_vectors else None,
+                          rows=self.purchases.rows, text_embeddings=self.purchases.text_embeddings,
+                          max_length=self.options.trans_max_length)
+
+    def history(self, task, tables) -> UserInputs:
+        if task.name not in self._histories:
+            self._histories[task.name] = history_inputs(task, tables, self.corpus, self.purchases.user_ids)
+        h = self._histories[task.name]
+        return UserInputs(h.user_ids, rows=h.rows, text_embeddings=h.text_embeddings,
+                          max_length=self.options.trans_max_length)
+
+    def items(self, task) -> np.ndarray:
+        if task.name not in self._items:
+            self._items[task.name] = item_features(task, self.corpus)
+        return self._items[task.name]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One model on one task and seed
+# ---------------------------------------------------------------------------------------------------------------
+def _tower(kind: str, out_features: int, inputs: Inputs, vectors_name: str | None):
+    dim = inputs.embeddings[vectors_name].shape[1] if vectors_name else None
+    config = None
+    if kind in ("trans", "uptrans"):
+        config = small_transformer_config(inputs.corpus.metadata, inputs.options.trans_max_length)
+    return UserTower(kind, out_features, user_embedding_size=dim, transformer_config=config)
+
+
+def run_classification(task, split, user_inputs: UserInputs, make_tower, lrs, seed, max_epochs, patience) -> dict:
+    labels = dict(zip(task.users["user_id"], task.users["label"]))
+    train, val, test = (list(split[k]) for k in ("train", "validation", "test"))
+    best = None
+    for lr in lrs:
+        tower = make_tower()
+        fit = fit_classifier(tower, user_inputs, train, [labels[u] for u in train], val, [labels[u] for u in val],
+                             lr=lr, seed=seed, validation_metric=auroc, max_epochs=max_epochs, patience=patience)
+        if best is None or fit.best_metric > best[1].best_metric:
+            best = (lr, fit, tower)
+    lr, fit, tower = best
+    metrics = classification_metrics(user_scores(tower, user_inputs, val), [labels[u] for u in val],
+                                     user_scores(tower, user_inputs, test), [labels[u] for u in test])
+    return {**metrics, "lr": lr, "val_auroc": fit.best_metric, "epochs": fit.epochs_run}
+
+
+def run_recommendation(task, split, user_inputs: UserInputs, item_matrix, negatives, make_tower, lrs, seed,
+                       max_epochs, patience, negatives_per_positive) -> dict:
+    item_ids = task.items["item_id"].to_numpy(dtype=object)
+    val_ids = instances_of(task, split["validation"])
+    if len(val_ids) > MAX_VALIDATION_INSTANCES:  # model selection on a fixed subset keeps each epoch cheap
+        val_ids = np.sort(np.random.default_rng(seed).choice(val_ids, MAX_VALIDATION_INSTANCES, replace=False))
+    test_users = split["test"]
+    best = None
+    for lr in lrs:
+        torch.manual_seed(seed)
+        scorer = TwoTowerScorer(make_tower(), ItemTower(item_matrix.shape[1], REC_DIM), item_matrix, item_ids)
+
+        def validation_metric(model):
+            return sampled_ranking_metrics(task, val_ids, negatives,
+                                           lambda u, i: model.score_pairs(user_inputs, u, i))["mrr"]
+
+        def pairs(epoch):
+            return sample_training_pairs(task, split["train"], seed=seed * 1000 + epoch,
+                                         negatives_per_positive=negatives_per_positive)
+
+        fit = fit_recommender(scorer, user_inputs, pairs, validation_metric, lr=lr, seed=seed,
+                              max_epochs=max_epochs, patience=patience)
+        if best is None or fit.best_metric > best[1].best_metric:
+            best = (lr, fit, scorer)
+    lr, fit, scorer = best
+    return {**ranking_report(task, test_users, negatives, lambda u, i: scorer.score_pairs(user_inputs, u, i)),
+            "lr": lr, "val_mrr": fit.best_metric, "epochs": fit.epochs_run}
+
+
+def ranking_report(task, test_users, negatives, score_pairs) -> dict:
+    """Sampled and full-ranking metrics on the test users, and on their cold and heavy tenths (Table 6)."""
+    result = sampled_ranking_metrics(task, instances_of(task, test_users), negatives, score_pairs)
+    result.update(full_ranking_metrics(task, test_users, score_pairs))
+    cold, heavy = cold_heavy_users(task, test_users)
+    for group, users in (("cold", cold), ("heavy", heavy)):
+        ids = instances_of(task, users)
+        if len(ids):
+            result.update(sampled_ranking_metrics(task, ids, negatives, score_pairs, prefix=f"{group}_"))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------------------
+def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options: RunOptions, log=print) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    started = time.perf_counter()
+    corpus = Corpus.load(data)
+    tables = load_raw_tables(tables=tables_for(task_names))
+    inputs = Inputs(corpus, checkpoints, out, options, log)
+    primary = next(iter(checkpoints))
+    up_name = next((n for n in checkpoints if n.startswith("MP")), primary)
+    results_path = out / "results.json"
+    results = {"config": {"checkpoints": {k: str(v) for k, v in checkpoints.items()}, "data": str(data),
+                          "tasks": list(task_names), "options": asdict(options)},
+               "tasks": {}}
+    seeds = list(range(options.first_seed, options.first_seed + options.repeats))
+    for name in task_names:
+        task = build_task(name, tables)
+        entry = results["tasks"].setdefault(name, {"kind": task.kind, "paper_analogue": task.paper_analogue,
+                                                    "models": {}})
+        plan = model_plan(task, checkpoints, up_name, options)
+        for seed in seeds:
+            split = split_users(task, seed)
+            negatives = None
+            if task.kind == "recommendation":
+                negatives = fixed_negatives(task, seed, out / "negatives")
+            for model_name, spec in plan.items():
+                t0 = time.perf_counter()
+                metrics = run_model(spec, task, split, negatives, seed, inputs, tables, options)
+                metrics["seconds"] = time.perf_counter() - t0
+                entry["models"].setdefault(model_name, {"seeds": {}})["seeds"][str(seed)] = metrics
+                headline = metrics.get("auroc", metrics.get("mrr"))
+                log(f"[{name}] seed {seed} {model_name}: {headline:.4f} ({metrics['seconds']:.0f} s)")
+                write_json(results_path, results)
+    from .report import summarise
+
+    summarise(results)
+    results["seconds"] = time.perf_counter() - started
+    write_json(results_path, results)
+    return results
+
+
+def model_plan(task, checkpoints, up_name, options: RunOptions) -> dict[str, dict]:
+    """Which models run on this task (Table 2): names -> how to build them."""
+    plan: dict[str, dict] = {}
+    if "u-mlp" in options.models:
+        for name in checkpoints:
+            plan[f"U-MLP {name}"] = {"kind": "mlp", "vectors": name}
+    if "p-trans" in options.models:
+        plan["P-Trans"] = {"kind": "trans", "sequences": "purchases"}
+    if "up-trans" in options.models:
+        plan[f"UP-Trans {up_name}"] = {"kind": "uptrans", "sequences": "purchases", "vectors": up_name}
+    if "t-trans" in options.models and task.history is not None:
+        plan["T-Trans"] = {"kind": "trans", "sequences": "history"}
+    if options.finetune and task.name in TARGETING_TASKS:
+        plan[f"Fine-tuned {up_name}"] = {"kind": "finetune", "checkpoint": up_name}
+    if "baselines" in options.models:
+        if task.kind == "classification":
+            plan["LogReg TF-IDF+RFM"] = {"kind": "logreg"}
+        else:
+            plan["Popularity"] = {"kind": "popularity"}
+            plan["Co-occurrence"] = {"kind": "cooccurrence"}
+    return plan
+
+
+def run_model(spec: dict, task, split, negatives, seed: int, inputs: Inputs, tables, options: RunOptions) -> dict:
+    kind = spec["kind"]
+    if kind in ("logreg", "popularity", "cooccurrence"):
+        return run_baseline(kind, task, split, negatives, seed, tables, inputs)
+    if kind == "finetune":
+        return run_finetune(spec, task, split, seed, inputs, options)
+    if spec.get("sequences") == "history":
+        user_inputs = inputs.history(task, tables)
+    elif spec.get("sequences") == "purchases":
+        user_inputs = inputs.sequences(with_vectors=spec.get("vectors"))
+    else:
+        user_inputs = inputs.vectors(spec["vectors"])
+    mlp = kind == "mlp"
+    lrs = options.mlp_lrs if mlp else options.trans_lrs
+    max_epochs = options.mlp_max_epochs if mlp else options.trans_max_epochs
+    patience = options.mlp_patience if mlp else options.trans_patience
+    out_features = 1 if task.kind == "classification" else REC_DIM
+
+    def make_tower():
+        return _tower(kind, out_features, inputs, spec.get("vectors"))
+
+    if task.kind == "classification":
+        return run_classification(task, split, user_inputs, make_tower, lrs, seed, max_epochs, patience)
+    return run_recommendation(task, split, user_inputs, inputs.items(task), negatives, make_tower, lrs, seed,
+                              max_epochs, patience, options.negatives_per_positive)
+
+
+def run_baseline(kind: str, task, split, negatives, seed: int, tables, inputs: Inputs) -> dict:
+    from . import baselines
+
+    if kind == "logreg":
+        return baselines.run_logistic_regression(task, tables, seed)
+    if kind == "popularity":
+        model = baselines.PopularityRecommender(task)
+    else:
+        model = baselines.CooccurrenceRecommender(task, tables)
+    return ranking_report(task, split["test"], negatives, model.score_pairs)
+
+
+class FineTuneTower(torch.nn.Module):
+    """ShopperBERT with a classifier, trained end to end (Table 5): one logit per user."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        from modeling_shopperbert import ShopperBertForSequenceClassification
+
+        self.model = ShopperBertForSequenceClassification.from_pretrained(path, num_labels=1)
+
+    def forward(self, batch):
+        return self.model(category_ids=batch["category_ids"], date_ids=batch["date_ids"],
+                          text_embeds=batch["text_embeds"], attention_mask=batch["attention_mask"]).logits
+
+
+def run_finetune(spec, task, split, seed, inputs: Inputs, options: RunOptions) -> dict:
+    path = inputs.checkpoints[spec["checkpoint"]]
+    config = json.loads((path / "config.json").read_text())
+    user_inputs = UserInputs(inputs.purchases.user_ids, rows=inputs.purchases.rows,
+                             text_embeddings=inputs.purchases.text_embeddings,
+                             max_length=config["max_position_embeddings"] - 1)
+    return run_classification(task, split, user_inputs, lambda: FineTuneTower(path), options.finetune_lrs, seed,
+                              options.finetune_max_epochs, 1)
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
+    os.replace(tmp, path)
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value)}")
+
+
+__all__ = ["RunOptions", "checkpoint_label", "parse_models", "run"]
