@@ -11,12 +11,17 @@ export HF_EVALUATE_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
+# The demo: Complete Journey before the evaluation cutoff -> small preset -> downstream suite (quick mode).
+CUTOFF ?= 2017-10-02
 DATA ?= data/cj
 RUN ?= runs/cj-small
 CHECKPOINT ?= shopperbert-completejourney-small
 RESULTS ?= results/demo
+DEMO_EPOCHS ?= 10
+LAUNCH := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no \
+          --dynamo_backend no
 
-.PHONY: install test demo clean
+.PHONY: install test demo data pretrain evaluate clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +36,21 @@ test: install
 	HF_HOME=$$(mktemp -d) $(PY) -m pytest -q tests
 
 demo: install
-	$(PY) -m modeling_shopperbert.demo
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory data pretrain evaluate && \
+	echo "make demo finished in $$(( $$(date +%s) - start )) s; results in $(RESULTS)/, model in $(CHECKPOINT)/"
+
+data: install
+	test -f $(DATA)/metadata.json || $(PY) -m data_prep build --source completejourney --end-date $(CUTOFF) \
+	    --out $(DATA)
+
+pretrain: data
+	test -f $(RUN)/final/config.json || $(LAUNCH) train.py --data $(DATA) --preset small --output $(RUN) \
+	    --num-epochs $(DEMO_EPOCHS)
+	rm -rf $(CHECKPOINT) && cp -r $(RUN)/final $(CHECKPOINT)
+
+evaluate: pretrain
+	$(PY) -m eval_suite run --model $(CHECKPOINT) --data $(DATA) --tasks all --quick --out $(RESULTS)
 
 clean:
-	rm -rf $(VENV) data runs results
+	rm -rf $(VENV) data runs results $(CHECKPOINT)

@@ -31,7 +31,7 @@ from modeling_shopperbert.collator import DataCollatorForMaskedPurchasePredictio
 from train import PRESETS  # noqa: E402
 
 # Complete Journey's vocabularies (data/cj/metadata.json) when the data exists; these figures otherwise.
-DEFAULT_VOCAB = dict(category_vocab_sizes=[34, 306, 2246, 4000], text_embedding_size=384, year_vocab_size=6,
+DEFAULT_VOCAB = dict(category_vocab_sizes=[34, 303, 2131, 4562], text_embedding_size=384, year_vocab_size=5,
                      date_base_year=2017)
 
 
@@ -56,14 +56,22 @@ def fake_features(config: ShopperBertConfig, batch_size: int, length: int, num_t
     return features
 
 
-def matmul_gflops(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int | None = None, repeats: int = 20) -> float:
+    n = n or (8192 if device.type == "cuda" else 1024)
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
     for _ in range(3):
         a @ b
+    sync(device)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         a @ b
+        sync(device)
         times.append(time.perf_counter() - t)
     return 2 * n**3 / statistics.median(times) / 1e9
 
@@ -73,18 +81,21 @@ def encoder_flops_per_token(h: int, inter: int, layers: int, seq: int) -> float:
     return layers * (2 * (4 * h * h + 2 * h * inter) + 2 * 2 * seq * h)
 
 
-def time_steps(step, steps: int, warmup: int) -> float:
+def time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
     for _ in range(warmup):
         step()
+    sync(device)
     times = []
     for _ in range(steps):
         t = time.perf_counter()
         step()
+        sync(device)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
-def bench_preset(name: str, vocab: dict, batch_size: int, steps: int, warmup: int) -> list[dict]:
+def bench_preset(name: str, vocab: dict, batch_size: int, steps: int, warmup: int, device: torch.device
+                 ) -> list[dict]:
     preset = dict(PRESETS[name])
     length = preset.pop("max_length")
     config = ShopperBertConfig(**vocab, **preset, max_position_embeddings=length + 1)
@@ -93,7 +104,7 @@ def bench_preset(name: str, vocab: dict, batch_size: int, steps: int, warmup: in
     num_texts = 2000
     text = torch.randn(num_texts, config.text_embedding_size)
     collator = DataCollatorForMaskedPurchasePrediction.from_config(config, text, augmentation=False)
-    batch = collator(fake_features(config, batch_size, length, num_texts))
+    batch = {k: v.to(device) for k, v in collator(fake_features(config, batch_size, length, num_texts)).items()}
     masked = int(batch["masked_positions"].sum())
     tokens = batch_size * length  # purchase tokens per step
 
@@ -104,17 +115,17 @@ def bench_preset(name: str, vocab: dict, batch_size: int, steps: int, warmup: in
     ours_fwd = tokens * encoder_flops_per_token(h, inter, layers, seq) + embed_flops + heads_flops
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        model = ShopperBertForMaskedPurchasePrediction(config).train()
+        model = ShopperBertForMaskedPurchasePrediction(config).to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def step():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = model(**batch).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        seconds = time_steps(step, steps, warmup)
+        seconds = time_steps(step, steps, warmup, device)
         rows.append({"preset": name, "model": "ShopperBERT MPP", "precision": precision, "batch": batch_size,
                      "seq_len": seq, "hidden": h, "layers": layers, "seconds_per_step": seconds,
                      "tokens_per_s": tokens / seconds, "gflops": 3 * ours_fwd / seconds / 1e9,
@@ -133,27 +144,54 @@ def bench_preset(name: str, vocab: dict, batch_size: int, steps: int, warmup: in
     input_ids = torch.randint(0, total_classes, (batch_size, seq), generator=g)
     labels = torch.full_like(input_ids, -100)
     positions = torch.zeros(batch_size, seq, dtype=torch.bool)
-    positions[:, 1:] = batch["masked_positions"][:, 1:seq]
+    positions[:, 1:] = batch["masked_positions"][:, 1:seq].cpu()
     labels[positions] = input_ids[positions]
+    input_ids, labels = input_ids.to(device), labels.to(device)
     bert_fwd = batch_size * seq * (encoder_flops_per_token(h, inter, layers, seq) + 2 * (h * h + h * total_classes))
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        bert = BertForMaskedLM(bert_config).train()
+        bert = BertForMaskedLM(bert_config).to(device).train()
         optimizer = torch.optim.AdamW(bert.parameters(), lr=1e-4)
 
         def step():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 loss = bert(input_ids=input_ids, labels=labels).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        seconds = time_steps(step, steps, warmup)
+        seconds = time_steps(step, steps, warmup, device)
         rows.append({"preset": name, "model": "BertForMaskedLM", "precision": precision, "batch": batch_size,
                      "seq_len": seq, "hidden": h, "layers": layers, "seconds_per_step": seconds,
                      "tokens_per_s": tokens / seconds, "gflops": 3 * bert_fwd / seconds / 1e9,
                      "parameters": sum(p.numel() for p in bert.parameters())})
     return rows
+
+
+def bench_encode(name: str, vocab: dict, num_users: int, batch_size: int, device: torch.device) -> dict:
+    """Users per second of `UserEncoder.encode` (inference, sorted-length batching) on random users."""
+    from modeling_shopperbert import ShopperBertModel, UserEncoder
+
+    preset = dict(PRESETS[name])
+    length = preset.pop("max_length")
+    config = ShopperBertConfig(**vocab, **preset, max_position_embeddings=length + 1)
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(20, length + 1, (num_users,), generator=g).tolist()
+    rows = []
+    for u, n in enumerate(lengths):
+        row = fake_features(config, 1, n, 2000, seed=u)[0]
+        row["user_id"] = str(u)
+        rows.append(row)
+    encoder = UserEncoder(ShopperBertModel(config), text_embeddings=torch.randn(2000, config.text_embedding_size),
+                          device=str(device))
+    encoder.encode(rows[:batch_size], batch_size=batch_size)  # warm-up
+    sync(device)
+    start = time.perf_counter()
+    encoder.encode(rows, batch_size=batch_size, show_progress_bar=False)
+    sync(device)
+    seconds = time.perf_counter() - start
+    return {"preset": name, "users": num_users, "batch_size": batch_size, "mean_purchases": sum(lengths) / num_users,
+            "seconds": seconds, "users_per_s": num_users / seconds}
 
 
 def main(argv=None):
@@ -164,32 +202,44 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--data", default="data/cj", help="data_prep folder for realistic vocabulary sizes")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--encode-users", type=int, default=512, help="users for the encode_users measurement")
     args = parser.parse_args(argv)
 
+    device = torch.device(args.device)
     vocab = vocab_from_data(Path(args.data))
-    peak = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    peak = {"fp32": matmul_gflops(torch.float32, device), "bf16": matmul_gflops(torch.bfloat16, device)}
     rows = []
     for name in args.presets.split(","):
-        rows += bench_preset(name.strip(), vocab, args.batch_size, args.steps, args.warmup)
+        rows += bench_preset(name.strip(), vocab, args.batch_size, args.steps, args.warmup, device)
+    encode = [bench_encode(name.strip(), vocab, args.encode_users, 64, device) for name in args.presets.split(",")]
     for row in rows:
         row["fraction_of_matmul_peak"] = row["gflops"] / peak[row["precision"]]
         if row["model"] == "ShopperBERT MPP":
             ref = next(r for r in rows if r["preset"] == row["preset"] and r["model"] == "BertForMaskedLM"
                        and r["precision"] == row["precision"])
             row["speed_ratio_vs_bert"] = row["tokens_per_s"] / ref["tokens_per_s"]
-    result = {"machine": {"platform": platform.platform(), "torch": torch.__version__,
-                          "threads": torch.get_num_threads(), "processor": platform.processor()},
-              "matmul_peak_gflops": peak, "vocab": vocab, "rows": rows}
+    machine = {"platform": platform.platform(), "torch": torch.__version__, "device": str(device),
+               "threads": torch.get_num_threads(), "processor": platform.processor()}
+    if device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(device)
+    result = {"machine": machine, "matmul_peak_gflops": peak, "vocab": vocab, "rows": rows, "encode_users": encode}
     print(json.dumps(result, indent=2))
     print()
-    print(f"torch.matmul 1024x1024: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s "
-          f"({torch.get_num_threads()} threads)")
+    print(f"{machine.get('gpu', machine['processor'] or 'cpu')}: torch.matmul peak fp32 {peak['fp32']:.0f} GFLOP/s, "
+          f"bf16 {peak['bf16']:.0f} GFLOP/s ({torch.get_num_threads()} threads)")
     print("| preset | model | precision | batch x seq | tokens/s | GFLOP/s | % of matmul peak | ratio vs BERT |")
     print("|---|---|---|---|---:|---:|---:|---:|")
     for r in rows:
         ratio = f"{r['speed_ratio_vs_bert']:.2f}" if "speed_ratio_vs_bert" in r else ""
         print(f"| {r['preset']} | {r['model']} | {r['precision']} | {r['batch']} x {r['seq_len']} | "
               f"{r['tokens_per_s']:,.0f} | {r['gflops']:.0f} | {100 * r['fraction_of_matmul_peak']:.0f}% | {ratio} |")
+    print()
+    print("| preset | encode_users: users | mean purchases | users/s |")
+    print("|---|---:|---:|---:|")
+    for e in encode:
+        print(f"| {e['preset']} | {e['users']} | {e['mean_purchases']:.0f} | {e['users_per_s']:,.0f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
 

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="purchases per user for P-/UP-/T-Trans (default 128; 64 with --quick)")
     run.add_argument("--model-card", default=None, help="update the results section of this model card")
     run.add_argument("--threads", type=int, default=None, help="torch threads")
+    run.add_argument("--max-users", type=int, default=None,
+                     help="subsample each task to this many users (smoke runs and tests; not for results)")
     return parser
 
 
@@ -64,7 +66,8 @@ def main(argv=None) -> int:
             overrides["trans_max_length"] = args.trans_max_length
         if args.models:
             overrides["models"] = tuple(m.strip() for m in args.models.split(","))
-        overrides.update(first_seed=args.first_seed, finetune=args.finetune, threads=args.threads)
+        overrides.update(first_seed=args.first_seed, finetune=args.finetune, threads=args.threads,
+                         max_users=args.max_users)
         options = RunOptions.quick(**overrides) if args.quick else RunOptions(**overrides)
         checkpoints = parse_models(args.model)
         out = Path(args.out)

@@ -56,7 +56,7 @@ class SequenceInputs:
 
 def _rows_by_user(dataset, user_ids) -> list:
     """Align a data_prep Dataset (one row per user) with `user_ids`; users without a row get empty sequences."""
-    columns = [c for c in dataset.column_names if c not in ("timestamp",)]
+    columns = list(dataset.column_names)
     table = dataset.with_format("numpy", columns=columns)
     position = {str(u): i for i, u in enumerate(dataset["user_id"])}
     empty = {c: np.zeros(0, dtype=np.int64) for c in columns if c not in ("user_id", "num_purchases")}

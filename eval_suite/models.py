@@ -29,7 +29,11 @@ from torch.nn import functional as F
 from modeling_shopperbert import ShopperBertConfig
 from modeling_shopperbert.collator import ShopperBertCollator
 from modeling_shopperbert.configuration_shopperbert import PAD_ID
-from modeling_shopperbert.modeling_shopperbert import ShopperBertEmbeddings, ShopperBertLayer
+from modeling_shopperbert.modeling_shopperbert import (
+    ShopperBertEmbeddings,
+    ShopperBertLayer,
+    attention_key_mask,
+)
 
 MLP_WIDTHS = (512, 256, 128, 64)
 REC_DIM = 64
@@ -84,9 +88,10 @@ class SharedLayerTransformer(nn.Module):
     def forward(self, category_ids, date_ids, text_embeds, attention_mask, user_embedding=None):
         hidden = self.embeddings(category_ids, date_ids, text_embeds)  # (B, T, H)
         if self.user_projection is not None:
-            first = self.user_projection(user_embedding).unsqueeze(1)  # (B, 1, H)
+            # the projected pre-trained vector, normalised like every other token embedding
+            first = self.embeddings.LayerNorm(self.user_projection(user_embedding)).unsqueeze(1)  # (B, 1, H)
             hidden = torch.cat([first, hidden[:, 1:]], dim=1)  # (B, T, H)
-        mask = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        mask = attention_key_mask(attention_mask)  # (B, 1, 1, T) bool or None
         for _ in range(self.config.num_hidden_layers):
             hidden, _ = self.layer(hidden, mask)  # (B, T, H)
         return hidden[:, 0]  # (B, H)

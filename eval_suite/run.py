@@ -73,11 +73,12 @@ class RunOptions:
     models: tuple = ("u-mlp", "p-trans", "up-trans", "t-trans", "baselines")
     finetune: bool = False
     threads: int | None = None
+    max_users: int | None = None  # subsample each task's users (tests and smoke runs only)
 
     @classmethod
     def quick(cls, **overrides) -> "RunOptions":
-        values = dict(repeats=2, mlp_lrs=(1e-3,), trans_lrs=(1e-3,), finetune_lrs=(1e-4,), mlp_max_epochs=30,
-                      mlp_patience=4, trans_max_epochs=4, trans_patience=1, finetune_max_epochs=2,
+        values = dict(repeats=2, mlp_lrs=(1e-3,), trans_lrs=(1e-3,), finetune_lrs=(1e-4,), mlp_max_epochs=20,
+                      mlp_patience=3, trans_max_epochs=3, trans_patience=1, finetune_max_epochs=2,
                       trans_max_length=64)
         values.update(overrides)
         return cls(**values)
@@ -249,6 +250,8 @@ def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options
     seeds = list(range(options.first_seed, options.first_seed + options.repeats))
     for name in task_names:
         task = build_task(name, tables)
+        if options.max_users:
+            task = subsample_task(task, options.max_users)
         entry = results["tasks"].setdefault(name, {"kind": task.kind, "paper_analogue": task.paper_analogue,
                                                     "models": {}})
         plan = model_plan(task, checkpoints, up_name, options)
@@ -271,6 +274,21 @@ def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options
     results["seconds"] = time.perf_counter() - started
     write_json(results_path, results)
     return results
+
+
+def subsample_task(task, max_users: int, seed: int = 0):
+    """The task restricted to `max_users` of its users (deterministic): for smoke runs and tests."""
+    import dataclasses
+
+    if len(task.users) <= max_users:
+        return task
+    keep = set(np.random.default_rng(seed).choice(task.users["user_id"].to_numpy(dtype=object), max_users,
+                                                  replace=False))
+    users = task.users[task.users["user_id"].isin(keep)].reset_index(drop=True)
+    instances = None
+    if task.instances is not None:
+        instances = task.instances[task.instances["user_id"].isin(keep)].reset_index(drop=True)
+    return dataclasses.replace(task, users=users, instances=instances)
 
 
 def model_plan(task, checkpoints, up_name, options: RunOptions) -> dict[str, dict]:

@@ -70,13 +70,17 @@ class UserEncoder:
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, data: str | os.PathLike | None = None,
                         device: str | None = None, **kwargs) -> "UserEncoder":
-        """Load a saved model folder (with its `vocab.json` / `metadata.json`) and, optionally, a data_prep folder
-        whose text-embedding matrix and descriptions encode its users without re-embedding."""
+        """Load a saved model folder or Hub repo id (with its `vocab.json` / `metadata.json`) and, optionally, a
+        data_prep folder whose text-embedding matrix and descriptions encode its users without re-embedding."""
         from transformers import AutoModel
 
         from . import configuration_shopperbert  # noqa: F401  (the package import registers the Auto classes)
 
         path = Path(path)
+        if not path.is_dir():  # a Hub repo id: fetch the whole folder (weights, config, vocab, metadata)
+            from huggingface_hub import snapshot_download
+
+            path = Path(snapshot_download(str(path), revision=kwargs.pop("revision", None)))
         model = AutoModel.from_pretrained(path, **kwargs)
         vocab = metadata = None
         if (path / "vocab.json").is_file():

@@ -141,8 +141,7 @@ def check_inputs(config: ShopperBertConfig, category_ids, date_ids, text_embeds,
     sizes = config.head_vocab_sizes
     ids = torch.cat([category_ids, date_ids], dim=-1)  # (B, T, 9)
     if ids.numel():
-        lowest = ids.amin(dim=(0, 1)).tolist()
-        highest = ids.amax(dim=(0, 1)).tolist()
+        lowest, highest = torch.stack([ids.amin(dim=(0, 1)), ids.amax(dim=(0, 1))]).tolist()  # one device sync
         for name, size, low, high in zip(names, sizes, lowest, highest):
             if low < 0 or high >= size:
                 bad = high if high >= size else low
@@ -199,10 +198,13 @@ class ShopperBertEmbeddings(nn.Module):
 
 
 def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """Reference attention: softmax(q k^T * scaling + mask) v. Same signature as transformers' interfaces."""
+    """Reference attention: softmax(q k^T * scaling, masked) v. Same signature as transformers' interfaces.
+
+    `attention_mask` is a boolean `(B, 1, 1, T)` key mask (True = attend), or None to attend everywhere.
+    """
     attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, nh, T, T)
     if attention_mask is not None:
-        attn_weights = attn_weights + attention_mask  # (B, 1, 1, T) additive mask broadcast
+        attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
     attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)  # (B, nh, T, T)
     attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
     attn_output = torch.matmul(attn_weights, value)  # (B, nh, T, hs)
@@ -405,6 +407,14 @@ class ShopperBertPreTrainedModel(PreTrainedModel):
         return super().save_pretrained(save_directory, *args, **kwargs)
 
 
+def attention_key_mask(attention_mask: torch.Tensor) -> torch.BoolTensor | None:
+    """Boolean `(B, 1, 1, T)` key mask (True = attend) for both attention paths; None when nothing is padded, so that
+    SDPA can pick its fastest (flash) kernels."""
+    if not torch.compiler.is_compiling() and bool(attention_mask.all()):
+        return None
+    return attention_mask[:, None, None, :].bool()
+
+
 def user_pooling_mask(category_ids: torch.LongTensor) -> torch.BoolTensor:
     """Tokens that are purchases of the user (not padding, not [CLS]); [MASK]ed purchases count as purchases."""
     first = category_ids[..., 0]  # (B, T)
@@ -461,11 +471,9 @@ class ShopperBertModel(ShopperBertPreTrainedModel):
             attention_mask = (category_ids[..., 0] != PAD_ID).long()  # (B, T)
 
         hidden_states = self.embeddings(category_ids, date_ids, text_embeds, position_ids)  # (B, T, H)
-        # Additive key mask for both attention paths: 0 where attended, dtype-min at padding.
-        additive_mask = (1.0 - attention_mask[:, None, None, :].to(hidden_states.dtype))  # (B, 1, 1, T)
-        additive_mask = additive_mask * torch.finfo(hidden_states.dtype).min
+        key_mask = attention_key_mask(attention_mask)  # (B, 1, 1, T) bool, or None without padding
         sequence_output, all_hidden, all_attn = self.encoder(
-            hidden_states, additive_mask, output_attentions=output_attentions,
+            hidden_states, key_mask, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
         user_embedding = pool_user_embedding(sequence_output, category_ids, self.config.user_representation)

@@ -159,3 +159,14 @@ def test_config_file_and_unknown_option(tiny_data, tmp_path):
     bad.write_text(json.dumps({"data": str(tiny_data), "hidden": 3}))
     result = run_train(["--config", str(bad)], check=False)
     assert result.returncode != 0 and "unknown options ['hidden']" in result.stderr
+
+
+def test_help_lists_every_option_with_a_default():
+    from dataclasses import fields
+
+    from train import PretrainingArguments
+
+    result = run_train(["--help"])
+    for f in fields(PretrainingArguments):
+        assert f"--{f.name}" in result.stdout, f.name
+        assert f.metadata.get("help"), f"{f.name} has no help text"

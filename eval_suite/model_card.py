@@ -1,0 +1,165 @@
+"""Model-card sections generated from result files (never typed in).
+
+    python -m eval_suite.model_card --card model_card.md --pretraining runs/cj-small --results results/demo
+
+Sections between `<!-- NAME:start -->` and `<!-- NAME:end -->` markers are replaced: `pretraining` (data, run,
+MPP accuracy per head against the prior baseline), `results` (Tables 4-6 and the headline check), and the
+`model-index` of the YAML front matter (one entry per task for the primary U-MLP).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from .report import headline_table, summarise, table4, table5, table6
+
+HEADS = ("category_1", "category_2", "category_3", "category_4", "year", "month", "day", "weekday", "hour")
+TASK_TYPES = {"classification": "user-classification", "recommendation": "recommendation"}
+METRIC_NAMES = {"auroc": "roc_auc", "f1": "f1", "accuracy": "accuracy", "hr@10": "hit_rate@10",
+                "ndcg@10": "ndcg@10", "mrr": "mrr", "full_ndcg@10": "ndcg@10 (full ranking)"}
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        return re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    return text.rstrip() + "\n\n" + block + "\n"
+
+
+def pretraining_section(run_dir: Path) -> str:
+    """The pre-training data, run and the 'does it learn' table (validation MPP accuracy vs the prior)."""
+    results = json.loads((run_dir / "eval_results.json").read_text())
+    run = json.loads((run_dir / "run_config.json").read_text())
+    args, config = run["args"], run["model_config"]
+    meta_file = run_dir / "final" / "metadata.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    counts = meta.get("counts", {})
+    splits = meta.get("splits", {})
+    lines = [
+        f"Pre-trained by `train.py` ({args['preset']} preset: H={config['hidden_size']}, "
+        f"L={config['num_hidden_layers']}, A={config['num_attention_heads']}, up to "
+        f"{config['max_position_embeddings'] - 1} purchases; {args['num_parameters']:,} parameters with the MPP "
+        f"heads) on {meta.get('source', 'the corpus')} purchases before {meta.get('end_date', '?')}: "
+        f"{splits.get('train', {}).get('users', '?')} training and {splits.get('validation', {}).get('users', '?')} "
+        f"validation households, {counts.get('purchases_kept', '?'):,} purchases"
+        if isinstance(counts.get("purchases_kept"), int) else "Pre-trained by `train.py`.",
+        "",
+        f"Run: {args['total_steps']} optimizer steps ({args['steps_per_epoch']} per epoch), global batch "
+        f"{args['batch_size']}, peak learning rate {args['learning_rate']:g} (AdamW 0.9/0.999, weight decay "
+        f"{args['weight_decay']:g}, {args['warmup_steps']} warm-up steps then cosine), representation "
+        f"`{config['user_representation']}`, augmentation {'on' if args['augmentation'] else 'off'}, precision "
+        f"{args['mixed_precision_resolved']}, {args['num_processes']} process(es).",
+        "",
+        f"Validation MPP loss {results['eval/loss']:.4f} at step {results['step']}. Accuracy on masked purchases of "
+        "held-out households, against the prior baseline that always predicts the most frequent class of the "
+        "head in the training data:",
+        "",
+        "| head | ShopperBERT | prior baseline | better? |",
+        "|---|---:|---:|---|",
+    ]
+    for head in HEADS:
+        ours, prior = results[f"eval/accuracy_{head}"], results[f"eval/prior_accuracy_{head}"]
+        verdict = "yes" if ours > prior else ("tie (one class)" if prior >= 0.9999 else "no")
+        lines.append(f"| {head} | {ours:.4f} | {prior:.4f} | {verdict} |")
+    if (run_dir / "loss_curve.png").is_file():
+        lines += ["", f"MPP loss curve: `{run_dir / 'loss_curve.png'}`."]
+    return "\n".join(lines)
+
+
+def results_section(results: dict, results_dir: Path | None = None) -> str:
+    if "headline" not in next(iter(results["tasks"].values()), {}):
+        summarise(results)
+    options = results["config"]["options"]
+    seeds = options["repeats"]
+    lines = [
+        f"Produced by `python -m eval_suite run` ({seeds} seeds per task; "
+        f"{'quick mode' if options.get('trans_max_length', 128) == 64 and seeds <= 2 else 'full protocol'}; "
+        f"learning rates {list(options['mlp_lrs'])} for MLPs and {list(options['trans_lrs'])} for Transformers "
+        f"chosen on validation users; P-/UP-/T-Trans read the most recent {options['trans_max_length']} events). "
+        "Mean ± standard deviation over seeds; each seed draws a new 70/15/15 user split and new fixed negatives, "
+        "shared by all models.",
+        "",
+        "### The paper's headline, task by task (paired t-test over seeds)",
+        "",
+        headline_table(results),
+        "",
+        "### Table 4 analogue: all models",
+        "",
+        table4(results),
+        "### Table 5 analogue: fine-tuning vs U-MLP",
+        "",
+        table5(results),
+        "",
+        "### Table 6 analogue: cold and heavy users (sampled metrics)",
+        "",
+        table6(results),
+    ]
+    if results_dir is not None:
+        lines += ["", f"Raw results: `{results_dir / 'results.json'}`."]
+    return "\n".join(lines)
+
+
+def eval_results(results: dict, dataset_name: str = "Complete Journey"):
+    """`huggingface_hub.EvalResult`s of the primary U-MLP for the model-index metadata."""
+    from huggingface_hub import EvalResult
+
+    if "headline" not in next(iter(results["tasks"].values()), {}):
+        summarise(results)
+    out = []
+    for task_name, entry in results["tasks"].items():
+        umlps = [n for n in entry["models"] if n.startswith("U-MLP")]
+        if not umlps:
+            continue
+        model = entry["models"][umlps[0]]
+        for key, metric_type in METRIC_NAMES.items():
+            value = model.get("mean", {}).get(key)
+            if value is None:
+                continue
+            out.append(EvalResult(task_type=TASK_TYPES[entry["kind"]], task_name=task_name,
+                                  dataset_type="completejourney", dataset_name=dataset_name,
+                                  dataset_split=f"test users (mean of {model['n']} seeds)",
+                                  metric_type=metric_type, metric_value=round(float(value), 4),
+                                  metric_name=f"{key} ({umlps[0]})"))
+    return out
+
+
+def update_model_card(card: Path, results: dict | None = None, results_dir: Path | None = None,
+                      pretraining_dir: Path | None = None, model_name: str = "shopperbert") -> None:
+    """Rewrite the generated sections of a model card in place (and its model-index metadata)."""
+    from huggingface_hub import ModelCard
+
+    text = card.read_text() if card.is_file() else "---\nlibrary_name: transformers\n---\n"
+    if pretraining_dir is not None:
+        text = replace_section(text, "pretraining", pretraining_section(Path(pretraining_dir)))
+    if results is None and results_dir is not None:
+        results = json.loads((Path(results_dir) / "results.json").read_text())
+    if results is not None:
+        text = replace_section(text, "results", results_section(results, results_dir))
+    parsed = ModelCard(text)
+    if results is not None:
+        parsed.data.model_name = parsed.data.model_name or model_name
+        parsed.data.eval_results = eval_results(results)
+    card.write_text(str(parsed))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval_suite.model_card", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--card", default="model_card.md", help="the model card to update in place")
+    parser.add_argument("--pretraining", default=None, help="a train.py output folder (eval_results.json, ...)")
+    parser.add_argument("--results", default=None, help="an eval_suite run output folder (results.json)")
+    parser.add_argument("--model-name", default="shopperbert", help="name used in the model-index metadata")
+    args = parser.parse_args(argv)
+    update_model_card(Path(args.card), results_dir=Path(args.results) if args.results else None,
+                      pretraining_dir=Path(args.pretraining) if args.pretraining else None,
+                      model_name=args.model_name)
+    print(f"updated {args.card}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""Evaluation protocol (thresholds, ranking through `evaluate`) and each downstream model on tiny data."""
+
+import numpy as np
+import pytest
+import torch
+
+from eval_suite import tasks as T
+from eval_suite.evaluation import (
+    choose_threshold,
+    classification_metrics,
+    full_ranking_metrics,
+    instances_of,
+    sampled_ranking_metrics,
+)
+from eval_suite.models import (
+    DownstreamMLP,
+    ItemTower,
+    SharedLayerTransformer,
+    TwoTowerScorer,
+    UserInputs,
+    UserTower,
+    fit_classifier,
+    fit_recommender,
+    small_transformer_config,
+    user_scores,
+)
+from eval_suite.report import paired_test, summarise, table4
+from test_eval_tasks import random_tables, random_tasks  # noqa: F401  (fixtures)
+
+METADATA = {"category_vocab_sizes": [10, 12, 14, 16], "text_embedding_size": 8, "year_vocab_size": 6,
+            "month_vocab_size": 16, "day_vocab_size": 35, "weekday_vocab_size": 11, "hour_vocab_size": 28,
+            "date_base_year": 2017}
+
+
+# -- protocol ------------------------------------------------------------------------------------------------------
+def test_choose_threshold_maximises_validation_f1():
+    # thresholds 0.9: F1 2/3; 0.8: 1/2; 0.4: 4/5 (tp 2, predicted 3, positives 2); 0.3: 2/3
+    assert choose_threshold([0.9, 0.8, 0.4, 0.3], [1, 0, 1, 0]) == 0.4
+    # tied scores are cut together: 0.5 -> F1 2/3, 0.1 -> 1/2
+    assert choose_threshold([0.5, 0.5, 0.1], [1, 0, 0]) == 0.5
+    with pytest.raises(ValueError, match="empty"):
+        choose_threshold([], [])
+
+
+def test_classification_metrics_use_the_validation_threshold():
+    metrics = classification_metrics([0.9, 0.8, 0.4, 0.3], [1, 0, 1, 0], [0.95, 0.5, 0.35, 0.2], [1, 1, 0, 0])
+    # threshold 0.4 -> test predictions 1, 1, 0, 0: all correct
+    assert metrics["threshold"] == 0.4
+    assert metrics["accuracy"] == 1.0 and metrics["f1"] == 1.0 and metrics["auroc"] == 1.0
+    worse = classification_metrics([0.9, 0.8, 0.4, 0.3], [1, 0, 1, 0], [0.3, 0.5, 0.6, 0.2], [1, 1, 0, 0])
+    # predictions 0, 1, 1, 0 -> accuracy 2/4, F1 = 2*1/(2*1+1+1) = 0.5; AUROC: pairs (0.3 vs .6,.2)+(0.5 vs ...) = 2/4
+    assert worse["accuracy"] == 0.5 and worse["f1"] == 0.5 and worse["auroc"] == 0.5
+
+
+def test_ranking_metrics_oracle_and_constant(random_tasks, tmp_path):  # noqa: F811
+    task = random_tasks["next_product_type"]  # one context per user, so a (user, item) oracle is exact
+    negatives = T.fixed_negatives(task, 0, tmp_path)
+    positives = set(zip(task.instances["user_id"], task.instances["item_id"]))
+
+    def oracle(users, items):
+        return np.array([1.0 if (u, i) in positives else 0.0 for u, i in zip(users, items)])
+
+    ids = task.instances["instance_id"].to_numpy()
+    sampled = sampled_ranking_metrics(task, ids, negatives, oracle)
+    assert sampled["hr@10"] == 1.0 and sampled["mrr"] == 1.0 and sampled["num_instances"] == len(ids)
+    full = full_ranking_metrics(task, task.user_ids, oracle)
+    assert full["full_hr@10"] == 1.0 and full["full_mrr"] == 1.0
+    constant = sampled_ranking_metrics(task, ids, negatives, lambda u, i: np.zeros(len(u)))
+    # ties count against the positive: rank = number of negatives, MRR = 1/(n + 1)
+    counts = negatives.set_index("instance_id").loc[ids, "num_negatives"].to_numpy()
+    assert constant["mrr"] == pytest.approx(float(np.mean(1.0 / (counts + 1))))
+
+
+def test_paired_test_and_summary():
+    out = paired_test([0.7, 0.72, 0.71], [0.6, 0.61, 0.62])
+    assert out["wins"] == 3 and out["t_pvalue"] < 0.01 and out["mean_diff"] == pytest.approx(0.1, abs=1e-9)
+    results = {"tasks": {"kids": {"kind": "classification", "paper_analogue": "GC", "models": {
+        "U-MLP MP": {"seeds": {"0": {"auroc": 0.7, "f1": 0.5, "accuracy": 0.6},
+                               "1": {"auroc": 0.72, "f1": 0.5, "accuracy": 0.6}}},
+        "P-Trans": {"seeds": {"0": {"auroc": 0.6, "f1": 0.4, "accuracy": 0.5},
+                              "1": {"auroc": 0.61, "f1": 0.4, "accuracy": 0.5}}}}}}}
+    summarise(results)
+    entry = results["tasks"]["kids"]
+    assert entry["models"]["U-MLP MP"]["mean"]["auroc"] == pytest.approx(0.71)
+    assert entry["headline"]["best_from_scratch"] == "P-Trans" and entry["headline"]["verdict"].startswith("holds")
+    assert "0.7100 ± 0.0141" in table4(results)
+
+
+# -- models --------------------------------------------------------------------------------------------------------
+def test_downstream_mlp_shape():
+    mlp = DownstreamMLP(20, 3)
+    widths = [m.out_features for m in mlp if isinstance(m, torch.nn.Linear)]
+    assert widths == [512, 256, 128, 64, 3]  # the paper's input-512-256-128-64-output
+
+
+def test_u_mlp_learns_a_separable_label():
+    rng = np.random.default_rng(0)
+    ids = np.array([str(i) for i in range(300)], dtype=object)
+    vectors = rng.normal(size=(300, 16)).astype(np.float32)
+    labels = (vectors[:, 0] > 0).astype(int)
+    inputs = UserInputs(ids, vectors=vectors)
+    tower = UserTower("mlp", 1, user_embedding_size=16)
+    fit = fit_classifier(tower, inputs, ids[:200], labels[:200], ids[200:250], labels[200:250], lr=1e-3, seed=0,
+                         validation_metric=lambda s, y: float(np.mean((s > 0) == np.asarray(y))), max_epochs=40,
+                         patience=40)
+    accuracy = np.mean((user_scores(tower, inputs, list(ids[250:])) > 0) == labels[250:])
+    assert fit.best_metric > 0.85 and accuracy > 0.85
+
+
+def _sequence_inputs(num_users=12, vectors=None, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(num_users):
+        n = int(rng.integers(0, 9))  # some users have no events at all
+        row = {"user_id": str(u)}
+        for name, size in zip(("category_1", "category_2", "category_3", "category_4", "year", "month", "day",
+                               "weekday", "hour"), (10, 12, 14, 16, 6, 16, 35, 11, 28)):
+            row[name] = rng.integers(4, size, n)
+        row["text_idx"] = rng.integers(0, 5, n)
+        rows.append(row)
+    return UserInputs(np.array([str(u) for u in range(num_users)], dtype=object), vectors=vectors, rows=rows,
+                      text_embeddings=rng.normal(size=(5, 8)).astype(np.float32), max_length=6)
+
+
+def test_shared_layer_transformer_and_up_trans():
+    config = small_transformer_config(METADATA, max_length=6, hidden_size=16, num_layers=4, num_heads=2)
+    one_layer = small_transformer_config(METADATA, max_length=6, hidden_size=16, num_layers=1, num_heads=2)
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert count(SharedLayerTransformer(config)) == count(SharedLayerTransformer(one_layer))  # ALBERT-style sharing
+    vectors = np.random.default_rng(1).normal(size=(12, 7)).astype(np.float32)
+    inputs = _sequence_inputs(vectors=vectors)
+    batch = inputs.batch(list(inputs.user_ids))
+    assert batch["category_ids"].shape[1] <= 7 and (batch["attention_mask"].sum(1) >= 1).all()
+    p_trans = UserTower("trans", 1, transformer_config=config).eval()
+    assert p_trans(batch).shape == (12, 1)
+    up_trans = UserTower("uptrans", 1, user_embedding_size=7, transformer_config=config).eval()
+    out = up_trans(batch)
+    changed = dict(batch, user_embedding=batch["user_embedding"] + 1.0)
+    assert not torch.allclose(out, up_trans(changed)), "UP-Trans must read the pre-trained user vector"
+    assert torch.allclose(p_trans(batch), p_trans(changed)), "P-Trans must not"
+
+
+def test_transformer_classifier_trains(random_tasks):  # noqa: F811
+    config = small_transformer_config(METADATA, max_length=6, hidden_size=16, num_layers=2, num_heads=2)
+    inputs = _sequence_inputs(num_users=40)
+    labels = np.array([int(len(row["text_idx"]) > 4) for row in inputs.rows])
+    tower = UserTower("trans", 1, transformer_config=config)
+    fit = fit_classifier(tower, inputs, inputs.user_ids[:30], labels[:30], inputs.user_ids[30:], labels[30:],
+                         lr=1e-3, seed=0, validation_metric=lambda s, y: float(np.mean(s)), max_epochs=3)
+    assert fit.epochs_run >= 1 and len(fit.history) == fit.epochs_run
+
+
+def test_two_tower_recommender_trains_and_scores(random_tasks, tmp_path):  # noqa: F811
+    task = random_tasks["next_product_type"]
+    users = task.user_ids
+    rng = np.random.default_rng(0)
+    inputs = UserInputs(users, vectors=rng.normal(size=(len(users), 8)).astype(np.float32))
+    items = rng.normal(size=(len(task.items), 5)).astype(np.float32)
+    scorer = TwoTowerScorer(UserTower("mlp", 64, user_embedding_size=8), ItemTower(5), items, task.items["item_id"])
+    split = T.split_users(task, 0)
+    negatives = T.fixed_negatives(task, 0, tmp_path)
+    val_ids = instances_of(task, split["validation"])
+    fit = fit_recommender(
+        scorer, inputs, lambda e: T.sample_training_pairs(task, split["train"], seed=e, negatives_per_positive=2),
+        lambda m: sampled_ranking_metrics(task, val_ids, negatives,
+                                          lambda u, i: m.score_pairs(inputs, u, i))["mrr"],
+        lr=1e-3, seed=0, max_epochs=2)
+    assert fit.epochs_run == 2 and 0 < fit.best_metric <= 1
+    scores = scorer.score_pairs(inputs, users[:3], task.items["item_id"].to_numpy()[:3])
+    assert scores.shape == (3,) and np.isfinite(scores).all()
+    with pytest.raises(KeyError):
+        inputs.batch(["nobody"])
