@@ -2,6 +2,10 @@
 
     python -m eval_suite run --model runs/cj-small/final --data data/cj --tasks all --repeats 10 --out results/
     python -m eval_suite run --model ... --quick          # the `make demo` setting: 2 seeds, short schedules
+    python -m eval_suite costs --model ... --data data/cj --out results/costs        # Table 3 analogue
+    python -m eval_suite visualize --embeddings results/demo/embeddings/MP+A.parquet --out results/demo/umap.png
+    python -m eval_suite ablation --out results/ablation --months 1,3,6,9             # Figure 3 analogue
+    python -m eval_suite describe                                                      # task counts (TASKS.md)
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from pathlib import Path
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eval_suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True,
+                                help="run; also costs, visualize, ablation, describe, model-card (each has --help)")
     run = sub.add_parser("run", help="downstream experiments: Tables 4-6 of the paper")
     run.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
                      help="a pre-trained ShopperBERT folder; repeat for several (named MP, MP+A, CLS, CLS+A from "
@@ -42,7 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
 from .tasks import TASK_NAMES as TASKS  # noqa: E402
 
 
+SUBMODULES = {"costs": "costs", "visualize": "visualize", "ablation": "ablation", "describe": "describe_tasks",
+              "model-card": "model_card"}
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBMODULES:  # the other commands keep their own parsers
+        import importlib
+
+        module = importlib.import_module(f".{SUBMODULES[argv[0]]}", __package__)
+        return module.main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     if args.command == "run":
         from .report import write_tables

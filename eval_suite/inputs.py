@@ -72,15 +72,24 @@ def _rows_by_user(dataset, user_ids) -> list:
     return rows
 
 
-def purchase_inputs(corpus: Corpus, user_ids=None, cutoff=CUTOFF, cache_dir=None) -> SequenceInputs:
+def purchase_inputs(corpus: Corpus, user_ids=None, cutoff=CUTOFF, cache_dir=None, start_date="corpus"
+                    ) -> SequenceInputs:
     """Every household's purchases before the cutoff, encoded like the corpus (no user filter: the downstream
-    populations include households the pre-training filters dropped)."""
+    populations include households the pre-training filters dropped).
+
+    `start_date` (default: the corpus' own, None for the full history) keeps only purchases in the corpus' time
+    window, so that a model pre-trained on the last k months also encodes users from those months (Figure 3);
+    households with no purchase in the window keep an empty sequence.
+    """
     from data_prep import encode_logs, load_completejourney_log
 
+    if start_date == "corpus":
+        start_date = corpus.metadata.get("start_date")
     log = load_completejourney_log(end_date=cutoff, fourth_level=corpus.fourth_level())
+    population = sorted(set(map(str, pd.unique(log["user_id"]))))
     dataset, matrix = encode_logs(log, corpus.vocab, corpus.metadata, corpus.embeddings, corpus.descriptions,
-                                  end_date=cutoff, cache_dir=cache_dir)
-    ids = np.array(sorted(set(map(str, dataset["user_id"]))) if user_ids is None else list(user_ids), dtype=object)
+                                  start_date=start_date, end_date=cutoff, cache_dir=cache_dir)
+    ids = np.array(population if user_ids is None else list(user_ids), dtype=object)
     return SequenceInputs(ids, _rows_by_user(dataset, ids), matrix)
 
 

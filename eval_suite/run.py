@@ -134,7 +134,15 @@ class Inputs:
         start = time.perf_counter()
         encoder = UserEncoder.from_pretrained(path, device="cpu")
         encoder.text_embeddings = self.purchases.text_embeddings
-        vectors = encoder.encode(self.purchases.rows, batch_size=64, show_progress_bar=False)
+        rows = self.purchases.rows
+        keep = np.flatnonzero(self.purchases.lengths > 0)
+        # a household without purchases in the corpus window gets the zero vector (the mean of nothing)
+        vectors = np.zeros((len(rows), encoder.config.hidden_size), dtype=np.float32)
+        if len(keep):
+            vectors[keep] = encoder.encode([rows[i] for i in keep], batch_size=64, show_progress_bar=False)
+        if len(keep) < len(rows):
+            self.log(f"{len(rows) - len(keep)} of {len(rows)} households have no purchase in the corpus window "
+                     f"[{self.corpus.metadata.get('start_date')}, cutoff): zero user embeddings")
         from modeling_shopperbert import write_user_embeddings
 
         write_user_embeddings(self.out / "embeddings" / f"{name}.parquet", self.purchases.user_ids, vectors)

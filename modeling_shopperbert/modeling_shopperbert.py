@@ -115,8 +115,11 @@ class ShopperBertForSequenceClassificationOutput(ModelOutput):
 # ----------------------------------------------------------------------------------------------------------------
 # Input checks: a bad id must fail here with a message, not as an index error deep inside torch
 # ----------------------------------------------------------------------------------------------------------------
-def check_inputs(config: ShopperBertConfig, category_ids, date_ids, text_embeds, attention_mask=None):
-    """Validate the model inputs against `config`; raise `ValueError` naming the field and the value."""
+def check_inputs(config: ShopperBertConfig, category_ids, date_ids, text_embeds, attention_mask=None) -> bool:
+    """Validate the model inputs against `config`; raise `ValueError` naming the field and the value.
+
+    Returns whether `attention_mask` masks anything (padding), read in the same single device sync.
+    """
     if category_ids.dim() != 3 or category_ids.shape[-1] != len(CATEGORY_FIELDS):
         raise ValueError(f"category_ids must have shape (batch, tokens, 4), got {tuple(category_ids.shape)}")
     batch_size, seq_len = category_ids.shape[:2]
@@ -135,20 +138,22 @@ def check_inputs(config: ShopperBertConfig, category_ids, date_ids, text_embeds,
             f"(config.max_position_embeddings={config.max_position_embeddings}: [CLS] + {config.max_purchases} "
             "purchases); truncate to the most recent purchases (the collator's max_length does this)"
         )
-    if torch.compiler.is_compiling():
-        return
+    if torch.compiler.is_compiling() or category_ids.numel() == 0:
+        return True
     names = CATEGORY_FIELDS + DATE_FIELDS
     sizes = config.head_vocab_sizes
     ids = torch.cat([category_ids, date_ids], dim=-1)  # (B, T, 9)
-    if ids.numel():
-        lowest, highest = torch.stack([ids.amin(dim=(0, 1)), ids.amax(dim=(0, 1))]).tolist()  # one device sync
-        for name, size, low, high in zip(names, sizes, lowest, highest):
-            if low < 0 or high >= size:
-                bad = high if high >= size else low
-                raise ValueError(
-                    f"{name} id {bad} is outside its vocabulary [0, {size}) "
-                    f"(config.{'category_vocab_sizes' if name in CATEGORY_FIELDS else name + '_vocab_size'})"
-                )
+    padded = (attention_mask == 0).any() if attention_mask is not None else ids.new_zeros(())
+    stats = torch.cat([ids.amin(dim=(0, 1)), ids.amax(dim=(0, 1)), padded.long().reshape(1)]).tolist()  # one sync
+    lowest, highest = stats[:len(names)], stats[len(names):2 * len(names)]
+    for name, size, low, high in zip(names, sizes, lowest, highest):
+        if low < 0 or high >= size:
+            bad = high if high >= size else low
+            raise ValueError(
+                f"{name} id {bad} is outside its vocabulary [0, {size}) "
+                f"(config.{'category_vocab_sizes' if name in CATEGORY_FIELDS else name + '_vocab_size'})"
+            )
+    return bool(stats[-1])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -463,15 +468,16 @@ class ShopperBertModel(ShopperBertPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> ShopperBertModelOutput:
-        check_inputs(self.config, category_ids, date_ids, text_embeds, attention_mask)
         output_attentions = bool(output_attentions)
         output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
                                     else self.config.output_hidden_states)
         if attention_mask is None:
             attention_mask = (category_ids[..., 0] != PAD_ID).long()  # (B, T)
+        padded = check_inputs(self.config, category_ids, date_ids, text_embeds, attention_mask)
 
         hidden_states = self.embeddings(category_ids, date_ids, text_embeds, position_ids)  # (B, T, H)
-        key_mask = attention_key_mask(attention_mask)  # (B, 1, 1, T) bool, or None without padding
+        # Boolean key mask (True = attend); none without padding, so that SDPA can use its flash kernels.
+        key_mask = attention_mask[:, None, None, :].bool() if padded else None  # (B, 1, 1, T)
         sequence_output, all_hidden, all_attn = self.encoder(
             hidden_states, key_mask, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
