@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
+from data_prep import DataPrepError, PreparedData, load_prepared
 from modeling_shopperbert import MPP_HEADS, ShopperBertConfig, ShopperBertForMaskedPurchasePrediction
 from modeling_shopperbert.collator import DataCollatorForMaskedPurchasePrediction
 from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS, UNK_ID
@@ -38,33 +39,6 @@ from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS, UNK_
 # Files of a data_prep folder that travel into every saved model: what `encode_users` needs for new users.
 DATA_FILES = ("metadata.json", "vocab.json")
 
-
-@dataclass
-class PreparedData:
-    path: Path
-    dataset: object  # datasets.DatasetDict with `train` and `validation`
-    text_embeddings: np.ndarray  # (num_descriptions, text_dim)
-    metadata: dict
-    vocab: dict
-
-
-def load_prepared_data(path) -> PreparedData:
-    """Read a `python -m data_prep build` output folder."""
-    from datasets import load_from_disk
-    from safetensors.numpy import load_file
-
-    path = Path(path)
-    for name in ("dataset", "text_embeddings.safetensors", "metadata.json", "vocab.json"):
-        if not (path / name).exists():
-            raise FileNotFoundError(f"{path / name} is missing; is {path} a data_prep output folder?")
-    dataset = load_from_disk(str(path / "dataset"))
-    for split in ("train", "validation"):
-        if split not in dataset:
-            raise ValueError(f"{path / 'dataset'} has no `{split}` split (it has {list(dataset)})")
-    embeddings = load_file(str(path / "text_embeddings.safetensors"))["embeddings"]
-    metadata = json.loads((path / "metadata.json").read_text())
-    vocab = json.loads((path / "vocab.json").read_text())
-    return PreparedData(path, dataset, embeddings, metadata, vocab)
 
 # Model sizes. `paper` is the paper's encoder; `small` is what `make demo` trains on 2 CPU cores.
 # PRESET_TRAINING holds each preset's batch and learning rate, used unless --batch-size / --learning-rate are given.
@@ -238,14 +212,14 @@ def build_config(args: PretrainingArguments, data: PreparedData) -> ShopperBertC
     )
 
 
-def check_config_matches_data(config: ShopperBertConfig, data: PreparedData, where: str) -> None:
+def check_config_matches_data(config: ShopperBertConfig, data: PreparedData, data_path, where: str) -> None:
     """A checkpoint's vocabularies must be the data's: same sizes, same text dimension."""
     expected = ShopperBertConfig.from_data_metadata(data.metadata)
     for name in ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year"):
         if getattr(config, name) != getattr(expected, name):
             raise SystemExit(
                 f"error: {where} was trained with {name}={getattr(config, name)} but --data "
-                f"{data.path} has {name}={getattr(expected, name)}: the data's metadata disagrees with the "
+                f"{data_path} has {name}={getattr(expected, name)}: the data's metadata disagrees with the "
                 "checkpoint's config (rebuild the data with the same vocabulary, or start a new run)"
             )
 
@@ -360,7 +334,7 @@ def save_training_state(accelerator: Accelerator, output: Path, step: int, limit
     accelerator.wait_for_everyone()
 
 
-def save_model(accelerator: Accelerator, model, output_dir: Path, data: PreparedData, extra: dict) -> None:
+def save_model(accelerator: Accelerator, model, output_dir: Path, data_path: Path, extra: dict) -> None:
     """`save_pretrained` (safetensors, config, remote code) plus the data metadata needed to encode new users."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -370,7 +344,7 @@ def save_model(accelerator: Accelerator, model, output_dir: Path, data: Prepared
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.save_pretrained(tmp, safe_serialization=True)
         for name in DATA_FILES:
-            source = data.path / name
+            source = data_path / name
             if source.is_file():
                 shutil.copy2(source, tmp / name)
         (tmp / "training_info.json").write_text(json.dumps(extra, indent=2, default=str))
@@ -413,9 +387,13 @@ def plot_loss_curve(log_path: Path, out_png: Path) -> None:
 def training_function(args: PretrainingArguments) -> dict:
     check_args(args)
     output = Path(args.output)
+    data_path = Path(args.data)
     try:
-        data = load_prepared_data(args.data)
-    except (FileNotFoundError, ValueError) as err:
+        data = load_prepared(data_path)
+        for split in ("train", "validation"):
+            if split not in data.dataset:
+                raise DataPrepError(f"its dataset has no `{split}` split (it has {list(data.dataset)})")
+    except (DataPrepError, FileNotFoundError) as err:
         raise SystemExit(f"error: --data {args.data}: {err}") from None
     config = build_config(args, data)
 
@@ -429,7 +407,7 @@ def training_function(args: PretrainingArguments) -> dict:
         run_config = output / "run_config.json"
         if run_config.is_file():
             saved = ShopperBertConfig.from_dict(json.loads(run_config.read_text())["model_config"])
-            check_config_matches_data(saved, data, f"the run in {output}")
+            check_config_matches_data(saved, data, data_path, f"the run in {output}")
             config = saved
 
     mixed_precision = resolve_mixed_precision(args.mixed_precision)
@@ -475,10 +453,10 @@ def training_function(args: PretrainingArguments) -> dict:
 
     model = ShopperBertForMaskedPurchasePrediction(config)
     collator = DataCollatorForMaskedPurchasePrediction.from_config(
-        config, data.text_embeddings, augmentation=args.augmentation, seed=args.seed)
+        config, data.embeddings, augmentation=args.augmentation, seed=args.seed)
     # Validation masks are fixed (same seed and epoch at every evaluation) and never augmented.
     eval_collator = DataCollatorForMaskedPurchasePrediction.from_config(
-        config, data.text_embeddings, augmentation=False, seed=args.seed + 1)
+        config, data.embeddings, augmentation=False, seed=args.seed + 1)
     # Own generators: creating an iterator then draws no number from the global RNG (which drives dropout), so a
     # resumed run, whose iterator starts at another step, keeps the dropout masks of the uninterrupted run.
     train_dataloader = DataLoader(train_dataset, batch_size=per_device, shuffle=True, collate_fn=collator,
@@ -576,7 +554,7 @@ def training_function(args: PretrainingArguments) -> dict:
                 accelerator.print(f"step {completed_steps}: validation MPP loss {last_eval['eval/loss']:.4f}")
                 if last_eval["eval/loss"] < best_loss:
                     best_loss = last_eval["eval/loss"]
-                    save_model(accelerator, model, output / "best", data,
+                    save_model(accelerator, model, output / "best", data_path,
                                {"step": completed_steps, **last_eval, "args": asdict(args)})
 
             if completed_steps % save_every == 0 and completed_steps < total_steps:
@@ -596,7 +574,7 @@ def training_function(args: PretrainingArguments) -> dict:
     checksums = accelerator.gather(checksum).cpu().tolist()
     final_info = {"step": completed_steps, **last_eval, "rank_weight_checksums": checksums,
                   "mpp_prior_classes": dict(zip(MPP_HEADS, majority)), "args": asdict(args)}
-    save_model(accelerator, model, output / "final", data, final_info)
+    save_model(accelerator, model, output / "final", data_path, final_info)
     if accelerator.is_main_process:
         (output / "eval_results.json").write_text(json.dumps(final_info, indent=2))
         log_path = output / "logs" / "metrics.jsonl"

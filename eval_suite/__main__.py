@@ -39,6 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="purchases per user for P-/UP-/T-Trans (default 128; 64 with --quick)")
     run.add_argument("--model-card", default=None, help="update the results section of this model card")
     run.add_argument("--threads", type=int, default=None, help="torch threads")
+    for kind in ("mlp", "trans", "finetune"):
+        run.add_argument(f"--{kind}-lrs", default=None,
+                         help=f"comma-separated learning rates for {kind} models (default: 1e-4,3e-4,1e-3; quick: 1e-3 "
+                              f"for MLP and Transformers, 1e-4 for fine-tuning)")
+        run.add_argument(f"--{kind}-max-epochs", type=int, default=None, help=f"epoch limit of {kind} models")
     run.add_argument("--max-users", type=int, default=None,
                      help="subsample each task to this many users (smoke runs and tests; not for results)")
     return parser
@@ -79,6 +84,12 @@ def main(argv=None) -> int:
             overrides["repeats"] = args.repeats
         if args.trans_max_length is not None:
             overrides["trans_max_length"] = args.trans_max_length
+        for kind in ("mlp", "trans", "finetune"):
+            lrs = getattr(args, f"{kind}_lrs")
+            if lrs:
+                overrides[f"{kind}_lrs"] = tuple(float(x) for x in lrs.split(","))
+            if getattr(args, f"{kind}_max_epochs") is not None:
+                overrides[f"{kind}_max_epochs"] = getattr(args, f"{kind}_max_epochs")
         if args.models:
             overrides["models"] = tuple(m.strip() for m in args.models.split(","))
         overrides.update(first_seed=args.first_seed, finetune=args.finetune, threads=args.threads,

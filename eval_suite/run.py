@@ -256,19 +256,18 @@ def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options
                           "tasks": list(task_names), "options": asdict(options)},
                "tasks": {}}
     seeds = list(range(options.first_seed, options.first_seed + options.repeats))
+    tasks = {}
     for name in task_names:
         task = build_task(name, tables)
-        if options.max_users:
-            task = subsample_task(task, options.max_users)
-        entry = results["tasks"].setdefault(name, {"kind": task.kind, "paper_analogue": task.paper_analogue,
-                                                    "models": {}})
-        plan = model_plan(task, checkpoints, up_name, options)
-        for seed in seeds:
+        tasks[name] = subsample_task(task, options.max_users) if options.max_users else task
+    # Seeds outside, tasks inside: a run stopped early still holds every task at the seeds it finished.
+    for seed in seeds:
+        for name, task in tasks.items():
+            entry = results["tasks"].setdefault(name, {"kind": task.kind, "paper_analogue": task.paper_analogue,
+                                                        "models": {}})
             split = split_users(task, seed)
-            negatives = None
-            if task.kind == "recommendation":
-                negatives = fixed_negatives(task, seed, out / "negatives")
-            for model_name, spec in plan.items():
+            negatives = fixed_negatives(task, seed, out / "negatives") if task.kind == "recommendation" else None
+            for model_name, spec in model_plan(task, checkpoints, up_name, options).items():
                 t0 = time.perf_counter()
                 metrics = run_model(spec, task, split, negatives, seed, inputs, tables, options)
                 metrics["seconds"] = time.perf_counter() - t0

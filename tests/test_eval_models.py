@@ -107,11 +107,11 @@ def test_u_mlp_learns_a_separable_label():
     assert fit.best_metric > 0.85 and accuracy > 0.85
 
 
-def _sequence_inputs(num_users=12, vectors=None, seed=0):
+def _sequence_inputs(num_users=12, vectors=None, seed=0, min_events=0):
     rng = np.random.default_rng(seed)
     rows = []
     for u in range(num_users):
-        n = int(rng.integers(0, 9))  # some users have no events at all
+        n = int(rng.integers(min_events, 9))  # by default some users have no events at all
         row = {"user_id": str(u)}
         for name, size in zip(("category_1", "category_2", "category_3", "category_4", "year", "month", "day",
                                "weekday", "hour"), (10, 12, 14, 16, 6, 16, 35, 11, 28)):
@@ -170,3 +170,23 @@ def test_two_tower_recommender_trains_and_scores(random_tasks, tmp_path):  # noq
     assert scores.shape == (3,) and np.isfinite(scores).all()
     with pytest.raises(KeyError):
         inputs.batch(["nobody"])
+
+
+def test_fine_tuned_shopperbert_trains_from_a_checkpoint(tmp_path):
+    from eval_suite.run import FineTuneTower
+    from modeling_shopperbert import ShopperBertConfig, ShopperBertForMaskedPurchasePrediction
+
+    config = ShopperBertConfig.from_data_metadata(METADATA, hidden_size=16, num_hidden_layers=1,
+                                                  num_attention_heads=2, max_position_embeddings=7)
+    pretrained = ShopperBertForMaskedPurchasePrediction(config)
+    pretrained.save_pretrained(tmp_path)
+    tower = FineTuneTower(tmp_path)
+    encoder_weight = pretrained.shopperbert.encoder.layer[0].output.dense.weight
+    assert torch.equal(tower.model.shopperbert.encoder.layer[0].output.dense.weight, encoder_weight)
+    inputs = _sequence_inputs(num_users=20, min_events=1)
+    labels = np.arange(20) % 2
+    fit = fit_classifier(tower, inputs, inputs.user_ids[:14], labels[:14], inputs.user_ids[14:], labels[14:],
+                         lr=1e-3, seed=0, validation_metric=lambda s, y: 0.0, max_epochs=1)
+    assert fit.epochs_run == 1
+    assert user_scores(tower, inputs, list(inputs.user_ids[:5])).shape == (5,)
+    assert not torch.equal(tower.model.shopperbert.encoder.layer[0].output.dense.weight, encoder_weight)

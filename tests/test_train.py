@@ -124,7 +124,7 @@ def test_missing_data_path_fails(tmp_path):
 def test_data_folder_without_dataset_fails(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run_train(["--data", str(tmp_path / "empty"), "--output", str(tmp_path / "x")], check=False)
-    assert result.returncode != 0 and "is missing" in result.stderr
+    assert result.returncode != 0 and "not a prepared corpus" in result.stderr
 
 
 def test_resume_with_disagreeing_data_fails(tiny_data, tmp_path):
