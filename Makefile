@@ -17,7 +17,7 @@ DATA ?= data/cj
 RUN ?= runs/cj-small
 CHECKPOINT ?= shopperbert-completejourney-small
 RESULTS ?= results/demo
-DEMO_EPOCHS ?= 10
+DEMO_EPOCHS ?= 8
 LAUNCH := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no \
           --dynamo_backend no
 

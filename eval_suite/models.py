@@ -172,11 +172,26 @@ class UserTower(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class FitResult:
+    """Early stopping on a validation metric (higher is better): keeps the best epoch's weights."""
+
     state: dict
     best_metric: float
     best_epoch: int
     epochs_run: int
     history: list
+
+    @classmethod
+    def start(cls, model: nn.Module) -> "FitResult":
+        return cls(copy.deepcopy(model.state_dict()), -math.inf, -1, 0, [])
+
+    def update(self, model: nn.Module, epoch: int, metric: float, patience: int) -> bool:
+        """Record an epoch's validation metric; returns True when training should stop."""
+        self.history.append(metric)
+        self.epochs_run = epoch + 1
+        if metric > self.best_metric:
+            self.best_metric, self.best_epoch, self.state = metric, epoch, copy.deepcopy(model.state_dict())
+            return False
+        return epoch - self.best_epoch >= patience
 
 
 def _batches(items: np.ndarray, size: int, rng: np.random.Generator | None):
@@ -209,7 +224,7 @@ def fit_classifier(tower: UserTower, inputs: UserInputs, train_ids, train_labels
     optimizer, scheduler = _make_optimizer(tower, lr)
     train_ids = np.asarray(train_ids, dtype=object)
     labels = dict(zip(train_ids, np.asarray(train_labels, dtype=np.float32)))
-    best = FitResult(copy.deepcopy(tower.state_dict()), -math.inf, -1, 0, [])
+    best = FitResult.start(tower)
     for epoch in range(max_epochs):
         tower.train()
         for users in _batches(train_ids, batch_size, rng):
@@ -220,12 +235,8 @@ def fit_classifier(tower: UserTower, inputs: UserInputs, train_ids, train_labels
             loss.backward()
             optimizer.step()
         scheduler.step()
-        metric = validation_metric(user_scores(tower, inputs, list(val_ids)), val_labels)
-        best.history.append(metric)
-        best.epochs_run = epoch + 1
-        if metric > best.best_metric:
-            best.best_metric, best.best_epoch, best.state = metric, epoch, copy.deepcopy(tower.state_dict())
-        elif epoch - best.best_epoch >= patience:
+        if best.update(tower, epoch, validation_metric(user_scores(tower, inputs, list(val_ids)), val_labels),
+                       patience):
             break
     tower.load_state_dict(best.state)
     return best
@@ -285,7 +296,7 @@ def fit_recommender(scorer: TwoTowerScorer, inputs: UserInputs, pairs_for_epoch,
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     optimizer, scheduler = _make_optimizer(scorer, lr)
-    best = FitResult(copy.deepcopy(scorer.state_dict()), -math.inf, -1, 0, [])
+    best = FitResult.start(scorer)
     for epoch in range(max_epochs):
         scorer.train()
         pairs = pairs_for_epoch(epoch)
@@ -316,12 +327,7 @@ def fit_recommender(scorer: TwoTowerScorer, inputs: UserInputs, pairs_for_epoch,
             loss.backward()
             optimizer.step()
         scheduler.step()
-        metric = validation_metric(scorer)
-        best.history.append(metric)
-        best.epochs_run = epoch + 1
-        if metric > best.best_metric:
-            best.best_metric, best.best_epoch, best.state = metric, epoch, copy.deepcopy(scorer.state_dict())
-        elif epoch - best.best_epoch >= patience:
+        if best.update(scorer, epoch, validation_metric(scorer), patience):
             break
     scorer.load_state_dict(best.state)
     return best
