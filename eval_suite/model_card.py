@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 from pathlib import Path
 
 from .report import headline_table, summarise, table4, table5, table6
@@ -30,7 +31,7 @@ def replace_section(text: str, name: str, body: str) -> str:
     return text.rstrip() + "\n\n" + block + "\n"
 
 
-def pretraining_section(run_dir: Path) -> str:
+def pretraining_section(run_dir: Path, figure: str | None = None) -> str:
     """The pre-training data, run and the 'does it learn' table (validation MPP accuracy vs the prior)."""
     results = json.loads((run_dir / "eval_results.json").read_text())
     run = json.loads((run_dir / "run_config.json").read_text())
@@ -39,24 +40,27 @@ def pretraining_section(run_dir: Path) -> str:
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
     counts = meta.get("counts", {})
     splits = meta.get("splits", {})
+    train_users = splits.get("train", {}).get("users")
+    val_users = splits.get("validation", {}).get("users")
+    precision = {"no": "fp32"}.get(args["mixed_precision_resolved"], args["mixed_precision_resolved"])
     lines = [
         f"Pre-trained by `train.py` ({args['preset']} preset: H={config['hidden_size']}, "
         f"L={config['num_hidden_layers']}, A={config['num_attention_heads']}, up to "
         f"{config['max_position_embeddings'] - 1} purchases; {args['num_parameters']:,} parameters with the MPP "
-        f"heads) on {meta.get('source', 'the corpus')} purchases before {meta.get('end_date', '?')}: "
-        f"{splits.get('train', {}).get('users', '?')} training and {splits.get('validation', {}).get('users', '?')} "
-        f"validation households, {counts.get('purchases_kept', '?'):,} purchases"
-        if isinstance(counts.get("purchases_kept"), int) else "Pre-trained by `train.py`.",
+        f"heads) on the {meta.get('source', '?')} purchases before {str(meta.get('end_date', '?'))[:10]}: "
+        f"{train_users:,} training and {val_users:,} validation households, {counts['purchases_kept']:,} purchases."
+        if isinstance(train_users, int) and isinstance(counts.get("purchases_kept"), int)
+        else "Pre-trained by `train.py`.",
         "",
         f"Run: {args['total_steps']} optimizer steps ({args['steps_per_epoch']} per epoch), global batch "
         f"{args['batch_size']}, peak learning rate {args['learning_rate']:g} (AdamW 0.9/0.999, weight decay "
         f"{args['weight_decay']:g}, {args['warmup_steps']} warm-up steps then cosine), representation "
-        f"`{config['user_representation']}`, augmentation {'on' if args['augmentation'] else 'off'}, precision "
-        f"{args['mixed_precision_resolved']}, {args['num_processes']} process(es).",
+        f"`{config['user_representation']}`, augmentation {'on' if args['augmentation'] else 'off'}, {precision}, "
+        f"{args['num_processes']} process(es).",
         "",
-        f"Validation MPP loss {results['eval/loss']:.4f} at step {results['step']}. Accuracy on masked purchases of "
-        "held-out households, against the prior baseline that always predicts the most frequent class of the "
-        "head in the training data:",
+        f"Validation MPP loss {results['eval/loss']:.4f} at step {results['step']}. Accuracy on the "
+        f"{results.get('eval/count_month', 0):,} masked purchases of the held-out households (fixed masks), against "
+        "the prior baseline that always predicts the head's most frequent class in the training data:",
         "",
         "| head | ShopperBERT | prior baseline | better? |",
         "|---|---:|---:|---|",
@@ -65,7 +69,9 @@ def pretraining_section(run_dir: Path) -> str:
         ours, prior = results[f"eval/accuracy_{head}"], results[f"eval/prior_accuracy_{head}"]
         verdict = "yes" if ours > prior else ("tie (one class)" if prior >= 0.9999 else "no")
         lines.append(f"| {head} | {ours:.4f} | {prior:.4f} | {verdict} |")
-    if (run_dir / "loss_curve.png").is_file():
+    if figure:
+        lines += ["", f"![MPP loss curve: training and validation]({figure})"]
+    elif (run_dir / "loss_curve.png").is_file():
         lines += ["", f"MPP loss curve: `{run_dir / 'loss_curve.png'}`."]
     return "\n".join(lines)
 
@@ -134,7 +140,13 @@ def update_model_card(card: Path, results: dict | None = None, results_dir: Path
 
     text = card.read_text() if card.is_file() else "---\nlibrary_name: transformers\n---\n"
     if pretraining_dir is not None:
-        text = replace_section(text, "pretraining", pretraining_section(Path(pretraining_dir)))
+        figure = None
+        curve = Path(pretraining_dir) / "loss_curve.png"
+        if curve.is_file():  # copied beside the card so that the image shows wherever the card is read
+            figure = "docs/figures/mpp_loss_curve.png"
+            (card.parent / figure).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(curve, card.parent / figure)
+        text = replace_section(text, "pretraining", pretraining_section(Path(pretraining_dir), figure))
     if results is None and results_dir is not None:
         results = json.loads((Path(results_dir) / "results.json").read_text())
     if results is not None:
