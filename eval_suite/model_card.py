@@ -133,12 +133,41 @@ def eval_results(results: dict, dataset_name: str = "Complete Journey"):
     return out
 
 
+# Extra sections: (section name, markdown file written by the command, figure, command that writes them)
+EXTRAS = {
+    "costs": ("table3.md", None, "python -m eval_suite costs --model runs/cj-mp-a/final --data data/cj "
+                                 "--out results/costs"),
+    "umap": ("umap.md", "umap.png", "python -m eval_suite visualize --model runs/cj-mp-a/final --data data/cj "
+                                    "--out results/umap/umap.png"),
+    "ablation": ("ablation.md", "ablation.png", "python -m eval_suite ablation --out results/ablation "
+                                                "--months 1,3,6,9 --repeats 3 --epochs 8"),
+}
+
+
+def extra_section(card: Path, name: str, folder: Path) -> str:
+    """A command's own markdown output, its figure copied beside the card, and the command that wrote them."""
+    markdown, figure, command = EXTRAS[name]
+    lines = [f"Written by `{command}`.", "", (folder / markdown).read_text().strip()]
+    if figure and (folder / figure).is_file():
+        target = f"docs/figures/{name}.png"
+        (card.parent / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / figure, card.parent / target)
+        lines += ["", f"![{name}]({target})"]
+    return "\n".join(lines)
+
+
 def update_model_card(card: Path, results: dict | None = None, results_dir: Path | None = None,
-                      pretraining_dir: Path | None = None, model_name: str = "shopperbert") -> None:
-    """Rewrite the generated sections of a model card in place (and its model-index metadata)."""
+                      pretraining_dir: Path | None = None, model_name: str = "shopperbert",
+                      extras: dict | None = None) -> None:
+    """Rewrite the generated sections of a model card in place (and its model-index metadata).
+
+    `extras` maps "costs" / "umap" / "ablation" to the output folders of those commands.
+    """
     from huggingface_hub import ModelCard
 
     text = card.read_text() if card.is_file() else "---\nlibrary_name: transformers\n---\n"
+    for name, folder in (extras or {}).items():
+        text = replace_section(text, name, extra_section(card, name, Path(folder)))
     if pretraining_dir is not None:
         figure = None
         curve = Path(pretraining_dir) / "loss_curve.png"
@@ -165,10 +194,13 @@ def main(argv=None) -> int:
     parser.add_argument("--pretraining", default=None, help="a train.py output folder (eval_results.json, ...)")
     parser.add_argument("--results", default=None, help="an eval_suite run output folder (results.json)")
     parser.add_argument("--model-name", default="shopperbert", help="name used in the model-index metadata")
+    for name in EXTRAS:
+        parser.add_argument(f"--{name}", default=None, help=f"output folder of `python -m eval_suite {name}`")
     args = parser.parse_args(argv)
+    extras = {name: getattr(args, name) for name in EXTRAS if getattr(args, name)}
     update_model_card(Path(args.card), results_dir=Path(args.results) if args.results else None,
                       pretraining_dir=Path(args.pretraining) if args.pretraining else None,
-                      model_name=args.model_name)
+                      model_name=args.model_name, extras=extras)
     print(f"updated {args.card}")
     return 0
 

@@ -190,3 +190,19 @@ def test_fine_tuned_shopperbert_trains_from_a_checkpoint(tmp_path):
     assert fit.epochs_run == 1
     assert user_scores(tower, inputs, list(inputs.user_ids[:5])).shape == (5,)
     assert not torch.equal(tower.model.shopperbert.encoder.layer[0].output.dense.weight, encoder_weight)
+
+
+def test_model_card_extra_sections(tmp_path):
+    from eval_suite.model_card import update_model_card
+
+    card = tmp_path / "card.md"
+    card.write_text("---\nlibrary_name: transformers\n---\n# card\n<!-- umap:start -->\nold\n<!-- umap:end -->\n")
+    folder = tmp_path / "umap"
+    folder.mkdir()
+    (folder / "umap.md").write_text("| attribute | AUROC |\n|---|---:|\n| age | 0.577 |\n")
+    (folder / "umap.png").write_bytes(b"\x89PNG fake")
+    update_model_card(card, extras={"umap": folder})
+    text = card.read_text()
+    assert "| age | 0.577 |" in text and "old" not in text
+    assert "![umap](docs/figures/umap.png)" in text and (tmp_path / "docs/figures/umap.png").is_file()
+    assert text.count("<!-- umap:start -->") == 1
