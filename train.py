@@ -413,12 +413,10 @@ def training_function(args: PretrainingArguments) -> dict:
     mixed_precision = resolve_mixed_precision(args.mixed_precision)
     trackers: list = [JSONLTracker("metrics", output / "logs")]
     if args.report_to == "auto":
-        try:
-            import tensorboard  # noqa: F401
+        import importlib.util
 
+        if importlib.util.find_spec("tensorboard") is not None:
             trackers.append("tensorboard")
-        except ImportError:
-            pass
     elif args.report_to != "none":
         trackers += [name.strip() for name in args.report_to.split(",") if name.strip()]
 

@@ -28,7 +28,6 @@ from torch.nn import functional as F
 
 from modeling_shopperbert import ShopperBertConfig
 from modeling_shopperbert.collator import ShopperBertCollator
-from modeling_shopperbert.configuration_shopperbert import PAD_ID
 from modeling_shopperbert.modeling_shopperbert import (
     ShopperBertEmbeddings,
     ShopperBertLayer,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +40,6 @@ from .models import (
     user_scores,
 )
 from .tasks import (
-    TASK_NAMES,
     build_task,
     cold_heavy_users,
     fixed_negatives,

@@ -72,9 +72,7 @@ class UserEncoder:
                         device: str | None = None, **kwargs) -> "UserEncoder":
         """Load a saved model folder or Hub repo id (with its `vocab.json` / `metadata.json`) and, optionally, a
         data_prep folder whose text-embedding matrix and descriptions encode its users without re-embedding."""
-        from transformers import AutoModel
-
-        from . import configuration_shopperbert  # noqa: F401  (the package import registers the Auto classes)
+        from transformers import AutoModel  # our package's import registered the Auto classes
 
         path = Path(path)
         if not path.is_dir():  # a Hub repo id: fetch the whole folder (weights, config, vocab, metadata)
