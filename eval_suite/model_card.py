@@ -13,9 +13,10 @@ import argparse
 import json
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
-from .report import headline_table, summarise, table4, table5, table6
+from .report import complete_seeds, headline_table, summarise, table4, table5, table6, write_tables
 
 HEADS = ("category_1", "category_2", "category_3", "category_4", "year", "month", "day", "weekday", "hour")
 TASK_TYPES = {"classification": "user-classification", "recommendation": "recommendation"}
@@ -76,18 +77,42 @@ def pretraining_section(run_dir: Path, figure: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def protocol_name(options: dict) -> str:
+    """"quick mode", "full protocol" (RunOptions' defaults) or "reduced protocol", from a run's options."""
+    from .run import RunOptions
+
+    keys = ("mlp_lrs", "trans_lrs", "finetune_lrs", "mlp_max_epochs", "trans_max_epochs", "finetune_max_epochs",
+            "trans_max_length")
+    def same(reference):
+        ref = asdict(reference)
+        return all(list(options.get(k, ())) == list(ref[k]) if isinstance(ref[k], tuple) else options.get(k) == ref[k]
+                   for k in keys)
+    if same(RunOptions.quick()):
+        return "quick mode"
+    return "full protocol" if same(RunOptions()) else "reduced protocol"
+
+
 def results_section(results: dict, results_dir: Path | None = None) -> str:
-    if "headline" not in next(iter(results["tasks"].values()), {}):
-        summarise(results)
     options = results["config"]["options"]
-    seeds = options["repeats"]
+    stopped = ""
+    if "seconds" not in results:  # stopped before its last seed: report only the seeds every model finished
+        finished = complete_seeds(results)
+        summarise(results)
+        stopped = (f" The run was stopped after {len(finished)} of its {options['repeats']} seeds; only seeds "
+                   f"finished by every model on every task are reported.")
+    elif "headline" not in next(iter(results["tasks"].values()), {}):
+        summarise(results)
+    seeds = min((m["n"] for e in results["tasks"].values() for m in e["models"].values()), default=0)
     lines = [
         f"Produced by `python -m eval_suite run` ({seeds} seeds per task; "
-        f"{'quick mode' if options.get('trans_max_length', 128) == 64 and seeds <= 2 else 'full protocol'}; "
-        f"learning rates {list(options['mlp_lrs'])} for MLPs and {list(options['trans_lrs'])} for Transformers "
-        f"chosen on validation users; P-/UP-/T-Trans read the most recent {options['trans_max_length']} events). "
+        f"{protocol_name(options)}; learning rates {list(options['mlp_lrs'])} for MLPs, "
+        f"{list(options['trans_lrs'])} for Transformers and {list(options['finetune_lrs'])} for fine-tuning, "
+        f"chosen on validation users; at most {options['mlp_max_epochs']} epochs for MLPs, "
+        f"{options['trans_max_epochs']} for Transformers, {options['finetune_max_epochs']} for fine-tuning, "
+        f"with early stopping on validation; P-/UP-/T-Trans read the most recent {options['trans_max_length']} "
+        "events). "
         "Mean ± standard deviation over seeds; each seed draws a new 70/15/15 user split and new fixed negatives, "
-        "shared by all models.",
+        "shared by all models." + stopped,
         "",
         "### The paper's headline, task by task (paired t-test over seeds)",
         "",
@@ -180,6 +205,8 @@ def update_model_card(card: Path, results: dict | None = None, results_dir: Path
         results = json.loads((Path(results_dir) / "results.json").read_text())
     if results is not None:
         text = replace_section(text, "results", results_section(results, results_dir))
+        if results_dir is not None:
+            write_tables(results, Path(results_dir))
     parsed = ModelCard(text)
     if results is not None:
         parsed.data.model_name = parsed.data.model_name or model_name

@@ -40,6 +40,22 @@ def paired_test(a: list[float], b: list[float]) -> dict:
     return out
 
 
+def complete_seeds(results: dict) -> list[str]:
+    """Keep only the seeds that every model finished on every task; return them.
+
+    A run stopped early (seeds are the outer loop) leaves its last seed on some tasks or models only; averaging
+    that partial seed with the others would compare models on different splits. A finished run is unchanged.
+    """
+    seed_sets = [set(model["seeds"]) for entry in results["tasks"].values() for model in entry["models"].values()]
+    if not seed_sets:
+        return []
+    common = set.intersection(*seed_sets)
+    for entry in results["tasks"].values():
+        for model in entry["models"].values():
+            model["seeds"] = {s: m for s, m in model["seeds"].items() if s in common}
+    return sorted(common, key=int)
+
+
 def summarise(results: dict) -> dict:
     """Add mean/std per model and metric, and paired comparisons of each U-MLP against the other models."""
     for task_name, entry in results["tasks"].items():
@@ -201,4 +217,4 @@ def write_tables(results: dict, out: Path) -> dict[str, str]:
     return tables
 
 
-__all__ = ["headline_table", "paired_test", "summarise", "table4", "table5", "table6", "write_tables"]
+__all__ = ["complete_seeds", "headline_table", "paired_test", "summarise", "table4", "table5", "table6", "write_tables"]

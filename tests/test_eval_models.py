@@ -86,6 +86,27 @@ def test_paired_test_and_summary():
     assert "0.7100 ± 0.0141" in table4(results)
 
 
+def test_stopped_run_reports_only_seeds_every_model_finished():
+    from dataclasses import asdict
+
+    from eval_suite.model_card import results_section
+    from eval_suite.run import RunOptions
+
+    def seeds(*values):
+        return {str(i): {"auroc": v, "f1": 0.5, "accuracy": 0.6} for i, v in enumerate(values)}
+
+    options = asdict(RunOptions(repeats=5, trans_lrs=(1e-3,)))
+    results = {"config": {"options": options}, "tasks": {
+        "kids": {"kind": "classification", "paper_analogue": "GC", "models": {
+            "U-MLP MP": {"seeds": seeds(0.7, 0.72, 0.99)}, "P-Trans": {"seeds": seeds(0.6, 0.61, 0.1)}}},
+        "coupon_targeting": {"kind": "classification", "paper_analogue": "MP", "models": {
+            "U-MLP MP": {"seeds": seeds(0.7, 0.72)}, "P-Trans": {"seeds": seeds(0.6, 0.61)}}}}}
+    text = results_section(results)  # no "seconds": the run was stopped during seed 2
+    kids = results["tasks"]["kids"]["models"]
+    assert set(kids["U-MLP MP"]["seeds"]) == {"0", "1"} and kids["U-MLP MP"]["mean"]["auroc"] == pytest.approx(0.71)
+    assert "stopped after 2 of its 5 seeds" in text and "(2 seeds per task; reduced protocol" in text
+
+
 # -- models --------------------------------------------------------------------------------------------------------
 def test_downstream_mlp_shape():
     mlp = DownstreamMLP(20, 3)
