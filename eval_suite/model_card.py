@@ -16,7 +16,8 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from .report import complete_seeds, headline_table, summarise, table4, table5, table6, write_tables
+from .report import (complete_seeds, headline_table, merge_results, summarise, table4, table5, table6,
+                     write_tables)
 
 HEADS = ("category_1", "category_2", "category_3", "category_4", "year", "month", "day", "weekday", "hour")
 TASK_TYPES = {"classification": "user-classification", "recommendation": "recommendation"}
@@ -92,7 +93,7 @@ def protocol_name(options: dict) -> str:
     return "full protocol" if same(RunOptions()) else "reduced protocol"
 
 
-def results_section(results: dict, results_dir: Path | None = None) -> str:
+def results_section(results: dict, results_dir: Path | list[Path] | None = None) -> str:
     options = results["config"]["options"]
     stopped = ""
     if "seconds" not in results:  # stopped before its last seed: report only the seeds every model finished
@@ -130,7 +131,8 @@ def results_section(results: dict, results_dir: Path | None = None) -> str:
         table6(results),
     ]
     if results_dir is not None:
-        lines += ["", f"Raw results: `{results_dir / 'results.json'}`."]
+        dirs = results_dir if isinstance(results_dir, list) else [results_dir]
+        lines += ["", "Raw results: " + ", ".join(f"`{Path(d) / 'results.json'}`" for d in dirs) + "."]
     return "\n".join(lines)
 
 
@@ -181,7 +183,7 @@ def extra_section(card: Path, name: str, folder: Path) -> str:
     return "\n".join(lines)
 
 
-def update_model_card(card: Path, results: dict | None = None, results_dir: Path | None = None,
+def update_model_card(card: Path, results: dict | None = None, results_dir: Path | list[Path] | None = None,
                       pretraining_dir: Path | None = None, model_name: str = "shopperbert",
                       extras: dict | None = None) -> None:
     """Rewrite the generated sections of a model card in place (and its model-index metadata).
@@ -201,12 +203,14 @@ def update_model_card(card: Path, results: dict | None = None, results_dir: Path
             (card.parent / figure).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(curve, card.parent / figure)
         text = replace_section(text, "pretraining", pretraining_section(Path(pretraining_dir), figure))
-    if results is None and results_dir is not None:
-        results = json.loads((Path(results_dir) / "results.json").read_text())
+    dirs = results_dir if isinstance(results_dir, list) else [results_dir] if results_dir is not None else []
+    if results is None and dirs:  # several folders: runs of other seeds, merged
+        results = merge_results([json.loads((Path(d) / "results.json").read_text()) for d in dirs],
+                                [str(d) for d in dirs])
     if results is not None:
         text = replace_section(text, "results", results_section(results, results_dir))
-        if results_dir is not None:
-            write_tables(results, Path(results_dir))
+        if len(dirs) == 1:
+            write_tables(results, Path(dirs[0]))
     parsed = ModelCard(text)
     if results is not None:
         parsed.data.model_name = parsed.data.model_name or model_name
@@ -219,13 +223,15 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--card", default="model_card.md", help="the model card to update in place")
     parser.add_argument("--pretraining", default=None, help="a train.py output folder (eval_results.json, ...)")
-    parser.add_argument("--results", default=None, help="an eval_suite run output folder (results.json)")
+    parser.add_argument("--results", action="append", default=None,
+                        help="an eval_suite run output folder (results.json); repeat it to merge runs of other seeds "
+                             "(`--first-seed`) made with the same settings")
     parser.add_argument("--model-name", default="shopperbert", help="name used in the model-index metadata")
     for name in EXTRAS:
         parser.add_argument(f"--{name}", default=None, help=f"output folder of `python -m eval_suite {name}`")
     args = parser.parse_args(argv)
     extras = {name: getattr(args, name) for name in EXTRAS if getattr(args, name)}
-    update_model_card(Path(args.card), results_dir=Path(args.results) if args.results else None,
+    update_model_card(Path(args.card), results_dir=[Path(r) for r in args.results] if args.results else None,
                       pretraining_dir=Path(args.pretraining) if args.pretraining else None,
                       model_name=args.model_name, extras=extras)
     print(f"updated {args.card}")

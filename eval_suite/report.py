@@ -40,6 +40,42 @@ def paired_test(a: list[float], b: list[float]) -> dict:
     return out
 
 
+def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
+    """One results dict from runs of the same settings over different seeds (`--first-seed`), e.g. on two machines.
+
+    Raises ValueError when the runs differ in anything but their seeds, or when two runs hold the same seed.
+    """
+    names = names or [f"run {i}" for i in range(len(runs))]
+    if len(runs) == 1:
+        return runs[0]
+
+    def settings(run):
+        config = {k: v for k, v in run["config"].items() if k != "options"}
+        options = {k: v for k, v in run["config"]["options"].items() if k not in ("repeats", "first_seed", "threads")}
+        return config, options
+
+    merged = {"config": {**runs[0]["config"], "options": dict(runs[0]["config"]["options"])}, "tasks": {}}
+    for run, name in zip(runs, names):
+        if settings(run) != settings(runs[0]):
+            raise ValueError(f"{name} was made with other settings than {names[0]}; only seeds can differ")
+        for task_name, entry in run["tasks"].items():
+            target = merged["tasks"].setdefault(task_name, {"kind": entry["kind"],
+                                                            "paper_analogue": entry.get("paper_analogue"),
+                                                            "models": {}})
+            for model_name, model in entry["models"].items():
+                seeds = target["models"].setdefault(model_name, {"seeds": {}})["seeds"]
+                clash = set(seeds) & set(model["seeds"])
+                if clash:
+                    clashing = ", ".join(sorted(clash, key=int))
+                    raise ValueError(f"{name} repeats seed(s) {clashing} of {task_name}/{model_name}")
+                seeds.update(model["seeds"])
+    merged["config"]["options"]["repeats"] = sum(r["config"]["options"]["repeats"] for r in runs)
+    merged["config"]["options"]["first_seed"] = min(r["config"]["options"]["first_seed"] for r in runs)
+    if all("seconds" in r for r in runs):
+        merged["seconds"] = sum(r["seconds"] for r in runs)
+    return merged
+
+
 def complete_seeds(results: dict) -> list[str]:
     """Keep only the seeds that every model finished on every task; return them.
 
@@ -217,4 +253,4 @@ def write_tables(results: dict, out: Path) -> dict[str, str]:
     return tables
 
 
-__all__ = ["complete_seeds", "headline_table", "paired_test", "summarise", "table4", "table5", "table6", "write_tables"]
+__all__ = ["complete_seeds", "headline_table", "merge_results", "paired_test", "summarise", "table4", "table5", "table6", "write_tables"]

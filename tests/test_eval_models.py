@@ -107,6 +107,28 @@ def test_stopped_run_reports_only_seeds_every_model_finished():
     assert "stopped after 2 of its 5 seeds" in text and "(2 seeds per task; reduced protocol" in text
 
 
+def test_merge_results_of_runs_over_other_seeds():
+    from dataclasses import asdict
+
+    from eval_suite.report import merge_results
+    from eval_suite.run import RunOptions
+
+    def run(first_seed, values, **options):
+        seeds = {str(first_seed + i): {"auroc": v} for i, v in enumerate(values)}
+        return {"config": {"data": "data/cj", "options": asdict(RunOptions(repeats=len(values), first_seed=first_seed,
+                                                                           **options))},
+                "tasks": {"kids": {"kind": "classification", "paper_analogue": "GC",
+                                   "models": {"U-MLP MP": {"seeds": seeds}}}}, "seconds": 1.0}
+
+    merged = merge_results([run(0, [0.6, 0.7]), run(2, [0.8])])
+    assert sorted(merged["tasks"]["kids"]["models"]["U-MLP MP"]["seeds"]) == ["0", "1", "2"]
+    assert merged["config"]["options"]["repeats"] == 3 and "seconds" in merged
+    with pytest.raises(ValueError, match=r"b repeats seed\(s\) 1 of kids/U-MLP MP"):
+        merge_results([run(0, [0.6, 0.7]), run(1, [0.8])], ["a", "b"])
+    with pytest.raises(ValueError, match="b was made with other settings than a"):
+        merge_results([run(0, [0.6]), run(1, [0.8], mlp_max_epochs=5)], ["a", "b"])
+
+
 # -- models --------------------------------------------------------------------------------------------------------
 def test_downstream_mlp_shape():
     mlp = DownstreamMLP(20, 3)
