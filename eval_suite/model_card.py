@@ -97,15 +97,20 @@ def results_section(results: dict, results_dir: Path | list[Path] | None = None)
     options = results["config"]["options"]
     stopped = ""
     if "seconds" not in results:  # stopped before its last seed: report only the seeds every model finished
-        finished = complete_seeds(results)
+        started = {s for e in results["tasks"].values() for m in e["models"].values() for s in m["seeds"]}
+        complete_seeds(results)
         summarise(results)
-        stopped = (f" The run was stopped after {len(finished)} of its {options['repeats']} seeds; only seeds "
-                   f"finished by every model on every task are reported.")
+        stopped = (f" The run stopped before all of its {options['repeats']} seeds finished ({len(started)} "
+                   "started); each task reports the seeds that all of its models finished.")
     elif "headline" not in next(iter(results["tasks"].values()), {}):
         summarise(results)
-    seeds = min((m["n"] for e in results["tasks"].values() for m in e["models"].values()), default=0)
+    counts = {name: min((m["n"] for m in e["models"].values()), default=0) for name, e in results["tasks"].items()}
+    if len(set(counts.values())) <= 1:
+        seeds = f"{next(iter(counts.values()), 0)} seed(s) per task"
+    else:
+        seeds = "seeds per task: " + ", ".join(f"{name} {n}" for name, n in counts.items())
     lines = [
-        f"Produced by `python -m eval_suite run` ({seeds} seeds per task; "
+        f"Produced by `python -m eval_suite run` ({seeds}; "
         f"{protocol_name(options)}; learning rates {list(options['mlp_lrs'])} for MLPs, "
         f"{list(options['trans_lrs'])} for Transformers and {list(options['finetune_lrs'])} for fine-tuning, "
         f"chosen on validation users; at most {options['mlp_max_epochs']} epochs for MLPs, "

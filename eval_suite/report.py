@@ -41,16 +41,18 @@ def paired_test(a: list[float], b: list[float]) -> dict:
 
 
 def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
-    """One results dict from runs of the same settings over different seeds (`--first-seed`), e.g. on two machines.
+    """One results dict from runs of the same settings over different seeds (`--first-seed`), e.g. on two machines,
+    possibly over different tasks (more seeds for the cheap ones).
 
-    Raises ValueError when the runs differ in anything but their seeds, or when two runs hold the same seed.
+    Raises ValueError when the runs differ in anything but their seeds and tasks, or when two runs hold the same
+    seed of a task and model.
     """
     names = names or [f"run {i}" for i in range(len(runs))]
     if len(runs) == 1:
         return runs[0]
 
     def settings(run):
-        config = {k: v for k, v in run["config"].items() if k != "options"}
+        config = {k: v for k, v in run["config"].items() if k not in ("options", "tasks")}
         options = {k: v for k, v in run["config"]["options"].items() if k not in ("repeats", "first_seed", "threads")}
         return config, options
 
@@ -69,7 +71,9 @@ def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
                     clashing = ", ".join(sorted(clash, key=int))
                     raise ValueError(f"{name} repeats seed(s) {clashing} of {task_name}/{model_name}")
                 seeds.update(model["seeds"])
-    merged["config"]["options"]["repeats"] = sum(r["config"]["options"]["repeats"] for r in runs)
+    merged["config"]["tasks"] = list(merged["tasks"])
+    merged["config"]["options"]["repeats"] = max(len({s for e in merged["tasks"].values() for m in e["models"].values()
+                                                      for s in m["seeds"]}), 1)
     merged["config"]["options"]["first_seed"] = min(r["config"]["options"]["first_seed"] for r in runs)
     if all("seconds" in r for r in runs):
         merged["seconds"] = sum(r["seconds"] for r in runs)
@@ -77,19 +81,19 @@ def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
 
 
 def complete_seeds(results: dict) -> list[str]:
-    """Keep only the seeds that every model finished on every task; return them.
+    """Keep, per task, only the seeds that every model of the task finished; return the seeds kept anywhere.
 
-    A run stopped early (seeds are the outer loop) leaves its last seed on some tasks or models only; averaging
-    that partial seed with the others would compare models on different splits. A finished run is unchanged.
+    A run stopped early (seeds are the outer loop) leaves its last seed on some models only; averaging that partial
+    seed with the others would compare models on different splits. A finished run is unchanged.
     """
-    seed_sets = [set(model["seeds"]) for entry in results["tasks"].values() for model in entry["models"].values()]
-    if not seed_sets:
-        return []
-    common = set.intersection(*seed_sets)
+    kept = set()
     for entry in results["tasks"].values():
+        seed_sets = [set(model["seeds"]) for model in entry["models"].values()]
+        common = set.intersection(*seed_sets) if seed_sets else set()
         for model in entry["models"].values():
             model["seeds"] = {s: m for s, m in model["seeds"].items() if s in common}
-    return sorted(common, key=int)
+        kept |= common
+    return sorted(kept, key=int)
 
 
 def summarise(results: dict) -> dict:
@@ -176,7 +180,7 @@ def table4(results: dict) -> str:
         models = list(entry["models"])
         metrics = CLASSIFICATION_METRICS if entry["kind"] == "classification" else RANKING_METRICS
         n = max((m.get("n", 0) for m in entry["models"].values()), default=0)
-        lines.append(f"**{task_name}** ({entry['paper_analogue']}; {n} seeds)\n")
+        lines.append(f"**{task_name}** ({entry['paper_analogue']}; {n} seed{'s' if n != 1 else ''})\n")
         lines.append("| metric | " + " | ".join(models) + " |")
         lines.append("|---|" + "---:|" * len(models))
         for key, label in metrics:

@@ -98,13 +98,14 @@ def test_stopped_run_reports_only_seeds_every_model_finished():
     options = asdict(RunOptions(repeats=5, trans_lrs=(1e-3,)))
     results = {"config": {"options": options}, "tasks": {
         "kids": {"kind": "classification", "paper_analogue": "GC", "models": {
-            "U-MLP MP": {"seeds": seeds(0.7, 0.72, 0.99)}, "P-Trans": {"seeds": seeds(0.6, 0.61, 0.1)}}},
+            "U-MLP MP": {"seeds": seeds(0.7, 0.72, 0.99)}, "P-Trans": {"seeds": seeds(0.6, 0.61)}}},
         "coupon_targeting": {"kind": "classification", "paper_analogue": "MP", "models": {
             "U-MLP MP": {"seeds": seeds(0.7, 0.72)}, "P-Trans": {"seeds": seeds(0.6, 0.61)}}}}}
-    text = results_section(results)  # no "seconds": the run was stopped during seed 2
+    text = results_section(results)  # no "seconds": stopped in seed 2 after kids' U-MLP
     kids = results["tasks"]["kids"]["models"]
     assert set(kids["U-MLP MP"]["seeds"]) == {"0", "1"} and kids["U-MLP MP"]["mean"]["auroc"] == pytest.approx(0.71)
-    assert "stopped after 2 of its 5 seeds" in text and "(2 seeds per task; reduced protocol" in text
+    assert "stopped before all of its 5 seeds finished (3 started)" in text
+    assert "(2 seed(s) per task; reduced protocol" in text
 
 
 def test_merge_results_of_runs_over_other_seeds():
@@ -123,6 +124,10 @@ def test_merge_results_of_runs_over_other_seeds():
     merged = merge_results([run(0, [0.6, 0.7]), run(2, [0.8])])
     assert sorted(merged["tasks"]["kids"]["models"]["U-MLP MP"]["seeds"]) == ["0", "1", "2"]
     assert merged["config"]["options"]["repeats"] == 3 and "seconds" in merged
+    other_task = run(0, [0.5])
+    other_task["tasks"] = {"coupon_targeting": other_task["tasks"]["kids"]}
+    merged = merge_results([run(0, [0.6, 0.7]), other_task])  # another task over the same seeds
+    assert merged["config"]["tasks"] == ["kids", "coupon_targeting"]
     with pytest.raises(ValueError, match=r"b repeats seed\(s\) 1 of kids/U-MLP MP"):
         merge_results([run(0, [0.6, 0.7]), run(1, [0.8])], ["a", "b"])
     with pytest.raises(ValueError, match="b was made with other settings than a"):
