@@ -172,7 +172,7 @@ EXTRAS = {
     "umap": ("umap.md", "umap.png", "python -m eval_suite visualize --model runs/cj-mp-a/final --data data/cj "
                                     "--out results/umap/umap.png"),
     "ablation": ("ablation.md", "ablation.png", "python -m eval_suite ablation --out results/ablation "
-                                                "--months 1,3,6,9 --repeats 3 --epochs 8"),
+                                                "--months 1,3,6,9 --repeats 3 --epochs 8 --quick"),
 }
 
 
