@@ -185,6 +185,7 @@ def run_classification(task, split, user_inputs: UserInputs, make_tower, lrs, se
     train, val, test = (list(split[k]) for k in ("train", "validation", "test"))
     best = None
     for lr in lrs:
+        torch.manual_seed(seed)  # the initial weights depend on the seed only, not on what the process ran before
         tower = make_tower()
         fit = fit_classifier(tower, user_inputs, train, [labels[u] for u in train], val, [labels[u] for u in val],
                              lr=lr, seed=seed, validation_metric=auroc, max_epochs=max_epochs, patience=patience)
