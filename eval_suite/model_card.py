@@ -100,8 +100,8 @@ def results_section(results: dict, results_dir: Path | list[Path] | None = None)
         started = {s for e in results["tasks"].values() for m in e["models"].values() for s in m["seeds"]}
         complete_seeds(results)
         summarise(results)
-        stopped = (f" The run stopped before all of its {options['repeats']} seeds finished ({len(started)} "
-                   "started); each task reports the seeds that all of its models finished.")
+        stopped = (f" Not every run finished its seeds ({len(started)} seeds started); each task reports only "
+                   "the seeds that all of its models finished.")
     elif "headline" not in next(iter(results["tasks"].values()), {}):
         summarise(results)
     counts = {name: min((m["n"] for m in e["models"].values()), default=0) for name, e in results["tasks"].items()}
@@ -137,7 +137,12 @@ def results_section(results: dict, results_dir: Path | list[Path] | None = None)
     ]
     if results_dir is not None:
         dirs = results_dir if isinstance(results_dir, list) else [results_dir]
-        lines += ["", "Raw results: " + ", ".join(f"`{Path(d) / 'results.json'}`" for d in dirs) + "."]
+        raw = []
+        for d in map(str, dirs):
+            match = SEED_RANGE.search(d)
+            raw.append(f"`{Path(d[:match.start()]) / 'results.json'}` (seeds {match.group(0)[1:]})" if match
+                       else f"`{Path(d) / 'results.json'}`")
+        lines += ["", "Raw results: " + ", ".join(raw) + "."]
     return "\n".join(lines)
 
 
@@ -188,6 +193,31 @@ def extra_section(card: Path, name: str, folder: Path) -> str:
     return "\n".join(lines)
 
 
+SEED_RANGE = re.compile(r":(\d+)(?:-(\d+))?$")
+
+
+def load_results(spec) -> dict:
+    """`results.json` of an eval_suite run folder; `FOLDER:A-B` (or `FOLDER:A`) keeps only seeds A..B of it."""
+    spec = str(spec)
+    match = SEED_RANGE.search(spec)
+    folder = Path(spec[:match.start()] if match else spec)
+    path = folder / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no results.json (not an `eval_suite run` output folder)")
+    results = json.loads(path.read_text())
+    if match:
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) else first
+        if last < first:
+            raise ValueError(f"{spec}: seed range {first}-{last} is empty")
+        keep = {str(s) for s in range(first, last + 1)}
+        for entry in results["tasks"].values():
+            for model in entry["models"].values():
+                model["seeds"] = {s: m for s, m in model["seeds"].items() if s in keep}
+        results["config"]["options"].update(first_seed=first, repeats=last - first + 1)
+    return results
+
+
 def update_model_card(card: Path, results: dict | None = None, results_dir: Path | list[Path] | None = None,
                       pretraining_dir: Path | None = None, model_name: str = "shopperbert",
                       extras: dict | None = None) -> None:
@@ -210,11 +240,10 @@ def update_model_card(card: Path, results: dict | None = None, results_dir: Path
         text = replace_section(text, "pretraining", pretraining_section(Path(pretraining_dir), figure))
     dirs = results_dir if isinstance(results_dir, list) else [results_dir] if results_dir is not None else []
     if results is None and dirs:  # several folders: runs of other seeds, merged
-        results = merge_results([json.loads((Path(d) / "results.json").read_text()) for d in dirs],
-                                [str(d) for d in dirs])
+        results = merge_results([load_results(d) for d in dirs], [str(d) for d in dirs])
     if results is not None:
         text = replace_section(text, "results", results_section(results, results_dir))
-        if len(dirs) == 1:
+        if len(dirs) == 1 and not SEED_RANGE.search(str(dirs[0])):
             write_tables(results, Path(dirs[0]))
     parsed = ModelCard(text)
     if results is not None:
@@ -230,13 +259,13 @@ def main(argv=None) -> int:
     parser.add_argument("--pretraining", default=None, help="a train.py output folder (eval_results.json, ...)")
     parser.add_argument("--results", action="append", default=None,
                         help="an eval_suite run output folder (results.json); repeat it to merge runs of other seeds "
-                             "(`--first-seed`) made with the same settings")
+                             "(`--first-seed`) made with the same settings; FOLDER:A-B keeps seeds A..B of a run")
     parser.add_argument("--model-name", default="shopperbert", help="name used in the model-index metadata")
     for name in EXTRAS:
         parser.add_argument(f"--{name}", default=None, help=f"output folder of `python -m eval_suite {name}`")
     args = parser.parse_args(argv)
     extras = {name: getattr(args, name) for name in EXTRAS if getattr(args, name)}
-    update_model_card(Path(args.card), results_dir=[Path(r) for r in args.results] if args.results else None,
+    update_model_card(Path(args.card), results_dir=list(args.results) if args.results else None,
                       pretraining_dir=Path(args.pretraining) if args.pretraining else None,
                       model_name=args.model_name, extras=extras)
     print(f"updated {args.card}")

@@ -104,7 +104,7 @@ def test_stopped_run_reports_only_seeds_every_model_finished():
     text = results_section(results)  # no "seconds": stopped in seed 2 after kids' U-MLP
     kids = results["tasks"]["kids"]["models"]
     assert set(kids["U-MLP MP"]["seeds"]) == {"0", "1"} and kids["U-MLP MP"]["mean"]["auroc"] == pytest.approx(0.71)
-    assert "stopped before all of its 5 seeds finished (3 started)" in text
+    assert "Not every run finished its seeds (3 seeds started)" in text
     assert "(2 seed(s) per task; reduced protocol" in text
 
 
@@ -132,6 +132,35 @@ def test_merge_results_of_runs_over_other_seeds():
         merge_results([run(0, [0.6, 0.7]), run(1, [0.8])], ["a", "b"])
     with pytest.raises(ValueError, match="b was made with other settings than a"):
         merge_results([run(0, [0.6]), run(1, [0.8], mlp_max_epochs=5)], ["a", "b"])
+
+
+def test_model_card_results_from_seed_ranges_of_two_runs(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from eval_suite.model_card import load_results, update_model_card
+    from eval_suite.run import RunOptions
+
+    def write(folder, first_seed, values):
+        seeds = {str(first_seed + i): {"auroc": v, "f1": 0.5, "accuracy": 0.5} for i, v in enumerate(values)}
+        models = {"U-MLP MP": {"seeds": seeds}, "P-Trans": {"seeds": {s: {"auroc": 0.5, "f1": 0.5, "accuracy": 0.5}
+                                                                      for s in seeds}}}
+        folder.mkdir()
+        (folder / "results.json").write_text(json.dumps({
+            "config": {"data": "d", "options": asdict(RunOptions(repeats=len(values), first_seed=first_seed))},
+            "tasks": {"kids": {"kind": "classification", "paper_analogue": "GC", "models": models}}}))
+
+    write(tmp_path / "a", 0, [0.6, 0.7, 0.9])  # seed 2 also ran in b
+    write(tmp_path / "b", 2, [0.8])
+    assert set(load_results(f"{tmp_path / 'a'}:0-1")["tasks"]["kids"]["models"]["P-Trans"]["seeds"]) == {"0", "1"}
+    card = tmp_path / "card.md"
+    update_model_card(card, results_dir=[f"{tmp_path / 'a'}:0-1", str(tmp_path / "b")])
+    text = card.read_text()
+    assert "0.7000 ± 0.1000" in text and "(seeds 0-1)" in text
+    with pytest.raises(ValueError, match="repeats seed"):
+        update_model_card(card, results_dir=[str(tmp_path / "a"), str(tmp_path / "b")])
+    with pytest.raises(FileNotFoundError, match="no results.json"):
+        load_results(tmp_path / "missing")
 
 
 # -- models --------------------------------------------------------------------------------------------------------
