@@ -163,7 +163,7 @@ def eval_results(results: dict, dataset_name: str = "Complete Journey"):
             if value is None:
                 continue
             out.append(EvalResult(task_type=TASK_TYPES[entry["kind"]], task_name=task_name,
-                                  dataset_type="completejourney", dataset_name=dataset_name,
+                                  dataset_type="completejourney", dataset_name=dataset_name, dataset_config=task_name,
                                   dataset_split=f"test users (mean of {model['n']} seeds)",
                                   metric_type=metric_type, metric_value=round(float(value), 4),
                                   metric_name=f"{key} ({umlps[0]})"))
