@@ -84,13 +84,13 @@ def protocol_name(options: dict) -> str:
 
     keys = ("mlp_lrs", "trans_lrs", "finetune_lrs", "mlp_max_epochs", "trans_max_epochs", "finetune_max_epochs",
             "trans_max_length")
-    def same(reference):
-        ref = asdict(reference)
-        return all(list(options.get(k, ())) == list(ref[k]) if isinstance(ref[k], tuple) else options.get(k) == ref[k]
-                   for k in keys)
-    if same(RunOptions.quick()):
+
+    def schedule(values: dict) -> dict:  # JSON turned the tuples into lists
+        return {k: list(values[k]) if isinstance(values.get(k), (list, tuple)) else values.get(k) for k in keys}
+
+    if schedule(options) == schedule(asdict(RunOptions.quick())):
         return "quick mode"
-    return "full protocol" if same(RunOptions()) else "reduced protocol"
+    return "full protocol" if schedule(options) == schedule(asdict(RunOptions())) else "reduced protocol"
 
 
 def results_section(results: dict, results_dir: Path | list[Path] | None = None) -> str:
@@ -138,10 +138,9 @@ def results_section(results: dict, results_dir: Path | list[Path] | None = None)
     if results_dir is not None:
         dirs = results_dir if isinstance(results_dir, list) else [results_dir]
         raw = []
-        for d in map(str, dirs):
-            match = SEED_RANGE.search(d)
-            raw.append(f"`{Path(d[:match.start()]) / 'results.json'}` (seeds {match.group(0)[1:]})" if match
-                       else f"`{Path(d) / 'results.json'}`")
+        for folder, seeds in map(split_results_spec, dirs):
+            span = "" if not seeds else f" (seed {seeds[0]})" if seeds[0] == seeds[1] else f" (seeds {seeds[0]}-{seeds[1]})"
+            raw.append(f"`{folder / 'results.json'}`{span}")
         lines += ["", "Raw results: " + ", ".join(raw) + "."]
     return "\n".join(lines)
 
@@ -196,20 +195,28 @@ def extra_section(card: Path, name: str, folder: Path) -> str:
 SEED_RANGE = re.compile(r":(\d+)(?:-(\d+))?$")
 
 
-def load_results(spec) -> dict:
-    """`results.json` of an eval_suite run folder; `FOLDER:A-B` (or `FOLDER:A`) keeps only seeds A..B of it."""
+def split_results_spec(spec) -> tuple[Path, tuple[int, int] | None]:
+    """`FOLDER` -> (FOLDER, None); `FOLDER:A-B` or `FOLDER:A` -> (FOLDER, (A, B)) with B = A for a single seed."""
     spec = str(spec)
     match = SEED_RANGE.search(spec)
-    folder = Path(spec[:match.start()] if match else spec)
+    if not match:
+        return Path(spec), None
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) else first
+    if last < first:
+        raise ValueError(f"{spec}: seed range {first}-{last} is empty")
+    return Path(spec[:match.start()]), (first, last)
+
+
+def load_results(spec) -> dict:
+    """`results.json` of an eval_suite run folder; `FOLDER:A-B` (or `FOLDER:A`) keeps only seeds A..B of it."""
+    folder, seeds = split_results_spec(spec)
     path = folder / "results.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no results.json (not an `eval_suite run` output folder)")
     results = json.loads(path.read_text())
-    if match:
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) else first
-        if last < first:
-            raise ValueError(f"{spec}: seed range {first}-{last} is empty")
+    if seeds:
+        first, last = seeds
         keep = {str(s) for s in range(first, last + 1)}
         for entry in results["tasks"].values():
             for model in entry["models"].values():
@@ -243,7 +250,7 @@ def update_model_card(card: Path, results: dict | None = None, results_dir: Path
         results = merge_results([load_results(d) for d in dirs], [str(d) for d in dirs])
     if results is not None:
         text = replace_section(text, "results", results_section(results, results_dir))
-        if len(dirs) == 1 and not SEED_RANGE.search(str(dirs[0])):
+        if len(dirs) == 1 and split_results_spec(dirs[0])[1] is None:  # the tables of that one whole run
             write_tables(results, Path(dirs[0]))
     parsed = ModelCard(text)
     if results is not None:

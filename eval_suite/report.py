@@ -257,4 +257,5 @@ def write_tables(results: dict, out: Path) -> dict[str, str]:
     return tables
 
 
-__all__ = ["complete_seeds", "headline_table", "merge_results", "paired_test", "summarise", "table4", "table5", "table6", "write_tables"]
+__all__ = ["complete_seeds", "headline_table", "merge_results", "paired_test", "summarise", "table4", "table5",
+           "table6", "write_tables"]
