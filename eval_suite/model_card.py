@@ -139,7 +139,8 @@ def results_section(results: dict, results_dir: Path | list[Path] | None = None)
         dirs = results_dir if isinstance(results_dir, list) else [results_dir]
         raw = []
         for folder, seeds in map(split_results_spec, dirs):
-            span = "" if not seeds else f" (seed {seeds[0]})" if seeds[0] == seeds[1] else f" (seeds {seeds[0]}-{seeds[1]})"
+            span = "" if not seeds else (f" (seed {seeds[0]})" if seeds[0] == seeds[1]
+                                         else f" (seeds {seeds[0]}-{seeds[1]})")
             raw.append(f"`{folder / 'results.json'}`{span}")
         lines += ["", "Raw results: " + ", ".join(raw) + "."]
     return "\n".join(lines)
