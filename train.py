@@ -34,7 +34,8 @@ from transformers import HfArgumentParser
 from data_prep import DataPrepError, PreparedData, load_prepared
 from modeling_shopperbert import MPP_HEADS, ShopperBertConfig, ShopperBertForMaskedPurchasePrediction
 from modeling_shopperbert.collator import DataCollatorForMaskedPurchasePrediction
-from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS, UNK_ID
+from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS, CLS_ID, UNK_ID
+from modeling_shopperbert.mpp_rules import rule_table
 
 # Files of a data_prep folder that travel into every saved model: what `encode_users` needs for new users.
 DATA_FILES = ("metadata.json", "vocab.json")
@@ -106,6 +107,15 @@ class PretrainingArguments:
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
     log_every: int = field(default=10, metadata={"help": "Log the training loss every N optimizer steps."})
     dropout: float | None = field(default=None, metadata={"help": "Override hidden and attention dropout (0.1)."})
+    embedding_combination: str = field(default="mean", metadata={
+        "help": "`mean` (7-way mean of product, five dates and position) or `grouped` (mean of product, mean of "
+                "dates, position): see ShopperBertConfig."})
+    contrastive_weight: float = field(default=0.0, metadata={
+        "help": "Weight of the user-level InfoNCE loss on two Algorithm 1 views of each user (0: MPP only, the "
+                "paper's objective). Each user then costs two sequences."})
+    contrastive_temperature: float = field(default=0.1, metadata={"help": "InfoNCE temperature."})
+    early_stopping_patience: int | None = field(default=None, metadata={
+        "help": "Stop after this many evaluations without a lower validation MPP loss (default: never stop early)."})
     report_to: str = field(default="auto", metadata={
         "help": "Trackers besides the JSONL log: `auto` (tensorboard when installed), `none`, or accelerate names "
                 "separated by commas."})
@@ -182,14 +192,23 @@ def check_args(args: PretrainingArguments) -> None:
     for name in ("batch_size", "log_every", "save_total_limit"):
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1")
-    for name in ("max_steps", "eval_every", "save_every", "per_device_batch_size", "max_length"):
+    if args.embedding_combination not in ("mean", "grouped"):
+        raise SystemExit(f"error: --embedding-combination must be `mean` or `grouped`, got {args.embedding_combination!r}")
+    if not 0.0 <= args.contrastive_weight < math.inf:
+        raise SystemExit(f"error: --contrastive-weight must be a finite number >= 0, got {args.contrastive_weight}")
+    if not 0.0 < args.contrastive_temperature < math.inf:
+        raise SystemExit(f"error: --contrastive-temperature must be positive, got {args.contrastive_temperature}")
+    if args.dropout is not None and not 0.0 <= args.dropout <= 1.0:
+        raise SystemExit(f"error: --dropout must be in [0, 1], got {args.dropout}")
+    for name in ("max_steps", "eval_every", "save_every", "per_device_batch_size", "max_length",
+                 "early_stopping_patience"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1, got {value}")
-    if args.num_epochs <= 0 and args.max_steps is None:
-        raise SystemExit("error: --num-epochs must be positive")
-    if args.learning_rate <= 0:
-        raise SystemExit("error: --learning-rate must be positive")
+    if not 0 < args.num_epochs < math.inf and args.max_steps is None:
+        raise SystemExit(f"error: --num-epochs must be a positive number, got {args.num_epochs}")
+    if not 0 < args.learning_rate < math.inf:
+        raise SystemExit(f"error: --learning-rate must be a positive number, got {args.learning_rate}")
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -208,7 +227,8 @@ def build_config(args: PretrainingArguments, data: PreparedData) -> ShopperBertC
         preset.update(hidden_dropout_prob=args.dropout, attention_probs_dropout_prob=args.dropout)
     return ShopperBertConfig.from_data_metadata(
         data.metadata, max_position_embeddings=max_length + 1, user_representation=args.user_representation,
-        **preset,
+        embedding_combination=args.embedding_combination, contrastive_weight=args.contrastive_weight,
+        contrastive_temperature=args.contrastive_temperature, **preset,
     )
 
 
@@ -259,49 +279,91 @@ def majority_classes(train_dataset) -> list[int]:
     return majority
 
 
+def rule_predictions(batch: dict, k: int, fallback: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two no-learning rules for category head `k` on the masked purchases of a batch, in `masked_positions` order:
+
+    - user mode: the user's most frequent category among their purchases that were not selected for prediction;
+    - basket mode: the most frequent category among the unselected purchases of the same basket (same date and
+      hour), else the user mode.
+    Either falls back to `fallback` (the training prior) when it has nothing to count. Returns two `(N,)` tensors.
+    """
+    selected = batch["masked_positions"].bool()  # (B, T)
+    category = batch["category_ids"][..., k]  # (B, T) original ids wherever not selected
+    visible = (batch["category_ids"][..., 0] > CLS_ID) & ~selected & (category != UNK_ID)  # (B, T)
+    dates = torch.where(selected.unsqueeze(-1), batch["labels"][..., len(CATEGORY_FIELDS):],
+                        batch["date_ids"])  # (B, T, 5) original dates everywhere
+    basket = dates[..., 0]
+    for j in (1, 2, 4):  # year, month, day, hour (weekday follows from the day)
+        basket = basket * 64 + dates[..., j]  # (B, T) one key per date and hour
+    size = int(category.max()) + 1
+    weights = visible.float()  # (B, T)
+    user_counts = torch.zeros(category.shape[0], size).scatter_add_(1, category * visible, weights)  # (B, V)
+    user_pred = torch.where(user_counts.sum(1) > 0, user_counts.argmax(1), fallback)  # (B,)
+    row = selected.nonzero(as_tuple=True)[0]  # (N,)
+    user_mode = user_pred[row]  # (N,)
+    same = (basket[row] == basket[selected].unsqueeze(-1)) & visible[row]  # (N, T)
+    basket_counts = torch.zeros(len(row), size).scatter_add_(1, category[row] * same, same.float())  # (N, V)
+    basket_mode = torch.where(same.any(1), basket_counts.argmax(1), user_mode)  # (N,)
+    return user_mode, basket_mode
+
+
 @torch.no_grad()
 def evaluate_mpp(model, dataloader, accelerator, majority: list[int] | None = None) -> dict[str, float]:
-    """Validation MPP loss and each head's accuracy (and the prior baseline's) on held-out users.
+    """Validation MPP loss and each head's accuracy on held-out users with fixed masks, beside three baselines that
+    learn nothing: the prior (the training majority class), and for the category heads the user-mode and
+    basket-mode rules of `rule_predictions`.
 
     Per-user sums are gathered across processes with `gather_for_metrics` (which drops the samples duplicated to
     even out the last batch), so the numbers do not depend on the number of processes.
     """
     model.eval()
     num_heads = len(MPP_HEADS)
-    totals = torch.zeros(3, num_heads, dtype=torch.float64)  # loss sum, correct, count
-    prior_correct = torch.zeros(num_heads, dtype=torch.float64)
+    sums = ("loss", "correct", "count", "prior", "user_mode", "basket_mode")
+    totals = torch.zeros(len(sums), num_heads, dtype=torch.float64)
     for batch in dataloader:
         outputs = model(**batch)
         positions = batch["masked_positions"]  # (B, T)
         row = positions.nonzero(as_tuple=True)[0]  # (N,)
         target = batch["labels"][positions]  # (N, 9)
-        batch_size = positions.shape[0]
-        per_user = torch.zeros(batch_size, 4, num_heads, device=target.device)  # loss, correct, count, prior
+        per_user = torch.zeros(positions.shape[0], len(sums), num_heads, device=target.device)  # (B, 6, 9)
         for k, logits in enumerate(outputs.logits):
             valid = target[:, k].ne(-100)
             loss = torch.nn.functional.cross_entropy(logits.float(), target[:, k], ignore_index=-100,
                                                      reduction="none")
-            correct = (logits.argmax(-1) == target[:, k]) & valid
-            per_user[:, 0, k].index_add_(0, row, loss * valid)
-            per_user[:, 1, k].index_add_(0, row, correct.float())
-            per_user[:, 2, k].index_add_(0, row, valid.float())
+            hits = [loss * valid, (logits.argmax(-1) == target[:, k]) & valid, valid]
             if majority is not None:
-                per_user[:, 3, k].index_add_(0, row, ((target[:, k] == majority[k]) & valid).float())
-        per_user = accelerator.gather_for_metrics(per_user)  # (users, 4, 9)
-        totals += per_user[:, :3].sum(0).double().cpu()
-        prior_correct += per_user[:, 3].sum(0).double().cpu()
+                hits.append((target[:, k] == majority[k]) & valid)
+            if majority is not None and k < len(CATEGORY_FIELDS):
+                cpu_batch = {key: value.cpu() for key, value in batch.items()}
+                for prediction in rule_predictions(cpu_batch, k, majority[k]):
+                    hits.append((prediction.to(target.device) == target[:, k]) & valid)
+            for j, hit in enumerate(hits):
+                per_user[:, j, k].index_add_(0, row, hit.float())
+        per_user = accelerator.gather_for_metrics(per_user)  # (users, 6, 9)
+        totals += per_user.sum(0).double().cpu()
     model.train()
     counts = totals[2].clamp(min=1)
     head_loss = totals[0] / counts
     has = (totals[2] > 0).double()
+    if not bool(has.any()):
+        raise SystemExit("error: the validation users hold no masked purchase to evaluate (empty validation split?)")
     results = {"eval/loss": float((head_loss * has).sum() / has.sum().clamp(min=1))}
     for k, name in enumerate(MPP_HEADS):
         results[f"eval/loss_{name}"] = float(head_loss[k])
         results[f"eval/accuracy_{name}"] = float(totals[1, k] / counts[k])
         if majority is not None:
-            results[f"eval/prior_accuracy_{name}"] = float(prior_correct[k] / counts[k])
+            results[f"eval/prior_accuracy_{name}"] = float(totals[3, k] / counts[k])
+        if majority is not None and k < len(CATEGORY_FIELDS):
+            results[f"eval/user_mode_accuracy_{name}"] = float(totals[4, k] / counts[k])
+            results[f"eval/basket_mode_accuracy_{name}"] = float(totals[5, k] / counts[k])
         results[f"eval/count_{name}"] = int(totals[2, k])
     return results
+
+
+def mpp_diagnostics_table(results: dict) -> str:
+    """Markdown table: per head, the model's validation accuracy beside the prior and the two rules, and whether it
+    beats the strongest of them."""
+    return rule_table(results, MPP_HEADS)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -454,7 +516,7 @@ def training_function(args: PretrainingArguments) -> dict:
         config, data.embeddings, augmentation=args.augmentation, seed=args.seed)
     # Validation masks are fixed (same seed and epoch at every evaluation) and never augmented.
     eval_collator = DataCollatorForMaskedPurchasePrediction.from_config(
-        config, data.embeddings, augmentation=False, seed=args.seed + 1)
+        config, data.embeddings, augmentation=False, seed=args.seed + 1, num_views=1)
     # Own generators: creating an iterator then draws no number from the global RNG (which drives dropout), so a
     # resumed run, whose iterator starts at another step, keeps the dropout masks of the uninterrupted run.
     train_dataloader = DataLoader(train_dataset, batch_size=per_device, shuffle=True, collate_fn=collator,
@@ -500,14 +562,17 @@ def training_function(args: PretrainingArguments) -> dict:
         f"parameters, {total_steps} steps ({steps_per_epoch}/epoch), {accelerator.num_processes} process(es), "
         f"batch {per_device} x {accelerator.num_processes} x {accumulation}, precision {mixed_precision}")
 
-    best_loss = math.inf
+    best_loss, stale_evals, stopped_early = math.inf, 0, False
     best_file = output / "best" / "training_info.json"
     if resume_dir and best_file.is_file():
-        best_loss = json.loads(best_file.read_text()).get("eval/loss", math.inf)
+        best_info = json.loads(best_file.read_text())
+        best_loss = best_info.get("eval/loss", math.inf)
+        stale_evals = (completed_steps - best_info.get("step", completed_steps)) // eval_every
     progress = tqdm(total=total_steps, initial=completed_steps, disable=not accelerator.is_local_main_process,
                     desc="pre-training", unit="step")
     model.train()
     tokens_seen, window_start, running_loss, running_count = 0, time.perf_counter(), 0.0, 0
+    running_contrastive = 0.0
     last_eval: dict = {}
     epoch = completed_steps // steps_per_epoch
     while completed_steps < total_steps:
@@ -526,8 +591,15 @@ def training_function(args: PretrainingArguments) -> dict:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
-            running_loss += loss.detach().float().item()
+            loss_value = loss.detach().float().item()
+            if not math.isfinite(loss_value):  # never leave a NaN model behind: no final/, a clear message
+                raise SystemExit(
+                    f"error: the training loss is {loss_value} at optimizer step {completed_steps + 1}; stopping "
+                    f"without saving a final model (try a lower --learning-rate than {args.learning_rate})")
+            running_loss += loss_value
             running_count += 1
+            if outputs.contrastive_loss is not None:
+                running_contrastive += outputs.contrastive_loss.detach().float().item()
             tokens_seen += int(batch["attention_mask"].sum()) - batch["attention_mask"].shape[0]
             if not accelerator.sync_gradients:
                 continue
@@ -542,6 +614,9 @@ def training_function(args: PretrainingArguments) -> dict:
                 stats = accelerator.reduce(stats, reduction="mean")
                 record = {"train/loss": float(stats[0]), "train/tokens_per_s_per_process": float(stats[1]),
                           "train/lr": scheduler.get_last_lr()[0], "epoch": completed_steps / steps_per_epoch}
+                if config.contrastive_weight > 0:
+                    record["train/contrastive_loss"] = running_contrastive / max(1, running_count)
+                running_contrastive = 0.0
                 accelerator.log(record, step=completed_steps)
                 progress.set_postfix(loss=f"{record['train/loss']:.3f}")
                 tokens_seen, window_start, running_loss, running_count = 0, time.perf_counter(), 0.0, 0
@@ -551,9 +626,16 @@ def training_function(args: PretrainingArguments) -> dict:
                 accelerator.log(last_eval, step=completed_steps)
                 accelerator.print(f"step {completed_steps}: validation MPP loss {last_eval['eval/loss']:.4f}")
                 if last_eval["eval/loss"] < best_loss:
-                    best_loss = last_eval["eval/loss"]
+                    best_loss, stale_evals = last_eval["eval/loss"], 0
                     save_model(accelerator, model, output / "best", data_path,
                                {"step": completed_steps, **last_eval, "args": asdict(args)})
+                else:
+                    stale_evals += 1
+                if args.early_stopping_patience and stale_evals >= args.early_stopping_patience:
+                    accelerator.print(f"early stopping: no lower validation MPP loss in {stale_evals} evaluations "
+                                      f"(best {best_loss:.4f})")
+                    stopped_early = True
+                    break
 
             if completed_steps % save_every == 0 and completed_steps < total_steps:
                 save_training_state(accelerator, output, completed_steps, args.save_total_limit)
@@ -563,6 +645,8 @@ def training_function(args: PretrainingArguments) -> dict:
                 os.kill(os.getpid(), signal.SIGKILL)
             if completed_steps >= total_steps:
                 break
+        if stopped_early:
+            break
         epoch += 1
     progress.close()
 
@@ -570,11 +654,17 @@ def training_function(args: PretrainingArguments) -> dict:
     checksum = torch.tensor([float(sum(p.detach().double().sum() for p in model.parameters()))],
                             device=accelerator.device, dtype=torch.float64)
     checksums = accelerator.gather(checksum).cpu().tolist()
-    final_info = {"step": completed_steps, **last_eval, "rank_weight_checksums": checksums,
+    final_info = {"step": completed_steps, **last_eval, "stopped_early": stopped_early,
+                  "best_eval_loss": best_loss, "rank_weight_checksums": checksums,
                   "mpp_prior_classes": dict(zip(MPP_HEADS, majority)), "args": asdict(args)}
     save_model(accelerator, model, output / "final", data_path, final_info)
     if accelerator.is_main_process:
         (output / "eval_results.json").write_text(json.dumps(final_info, indent=2))
+        table = mpp_diagnostics_table(last_eval)
+        (output / "mpp_diagnostics.md").write_text(
+            f"Validation MPP accuracy at step {completed_steps} (fixed masks) against rules that learn nothing\n\n"
+            f"{table}\n")
+        accelerator.print(table)
         log_path = output / "logs" / "metrics.jsonl"
         if log_path.is_file():
             plot_loss_curve(log_path, output / "loss_curve.png")

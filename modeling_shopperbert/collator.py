@@ -191,13 +191,21 @@ class DataCollatorForMaskedPurchasePrediction(ShopperBertCollator):
     the same augmentation and masks whatever batch, process or data-loader worker it lands in, and a resumed run
     sees exactly the masks of an uninterrupted one; only the donor pool of random replacements (the batch) depends
     on the batch. Call `set_epoch(epoch)` at the start of each epoch to draw new masks.
+
+    With `num_views=2` (for the user-level contrastive loss, `config.contrastive_weight > 0`) each user gives two
+    rows, each augmented by Algorithm 1 (always, unless augmentation is off) and masked independently: rows
+    `0..B-1` are the first views, rows `B..2B-1` the second, and `view_index` (2B,) names the user of each row.
     """
 
     def __init__(self, text_embeddings, max_length: int = 350, mlm_probability: float = 0.15,
                  mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
                  augmentation_probability: float = 0.3, crop_probability: float = 0.5,
-                 augmentation_window_ratio: float = 0.3, seed: int = 0, pad_to_multiple_of: int | None = None):
+                 augmentation_window_ratio: float = 0.3, seed: int = 0, pad_to_multiple_of: int | None = None,
+                 num_views: int = 1):
         super().__init__(text_embeddings, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)
+        if num_views not in (1, 2):
+            raise ValueError(f"num_views must be 1 or 2, got {num_views}")
+        self.num_views = num_views
         for name, value in [("mlm_probability", mlm_probability), ("mask_replace_prob", mask_replace_prob),
                             ("random_replace_prob", random_replace_prob),
                             ("augmentation_probability", augmentation_probability),
@@ -218,35 +226,41 @@ class DataCollatorForMaskedPurchasePrediction(ShopperBertCollator):
 
     @classmethod
     def from_config(cls, config: ShopperBertConfig, text_embeddings, augmentation: bool = True, **kwargs):
-        """Masking and augmentation rates from the config; `augmentation=False` turns Algorithm 1 off."""
+        """Masking and augmentation rates from the config; `augmentation=False` turns Algorithm 1 off; two views per
+        user when the config has a contrastive loss (`num_views=1` overrides, e.g. for validation)."""
         kwargs.setdefault("mlm_probability", config.mlm_probability)
         kwargs.setdefault("mask_replace_prob", config.mask_replace_prob)
         kwargs.setdefault("random_replace_prob", config.random_replace_prob)
         kwargs.setdefault("augmentation_probability", config.augmentation_probability if augmentation else 0.0)
         kwargs.setdefault("crop_probability", config.crop_probability)
         kwargs.setdefault("augmentation_window_ratio", config.augmentation_window_ratio)
+        kwargs.setdefault("num_views", 2 if config.contrastive_weight > 0 else 1)
         return super().from_config(config, text_embeddings, **kwargs)
 
     def set_epoch(self, epoch: int) -> None:
         """Draw fresh augmentations and masks for a new epoch."""
         self.epoch = int(epoch)
 
-    def generator_for(self, feature: Mapping) -> np.random.Generator:
-        return np.random.default_rng([self.seed, self.epoch, sample_key(feature)])
+    def generator_for(self, feature: Mapping, view: int = 0) -> np.random.Generator:
+        key = [self.seed, self.epoch, sample_key(feature)]
+        return np.random.default_rng(key if view == 0 else key + [view])
 
     # -- the batch ---------------------------------------------------------------------------------------------------
     def __call__(self, features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         if len(features) == 0:
             raise ValueError("cannot collate an empty list of features")
-        rngs = [self.generator_for(f) for f in features]
-        sequences = [self._read(f, i) for i, f in enumerate(features)]
+        read = [self._read(f, i) for i, f in enumerate(features)]
+        rngs = [self.generator_for(f, view) for view in range(self.num_views) for f in features]
+        sequences = read * self.num_views  # (V*B) rows: all first views, then all second views
         if self.augmentation_probability > 0:
             for i, (seq, rng) in enumerate(zip(sequences, rngs)):
-                if rng.random() < self.augmentation_probability:
+                if self.num_views > 1 or rng.random() < self.augmentation_probability:
                     sequences[i] = seq[augment_indices(len(seq), rng, self.crop_probability,
                                                        self.augmentation_window_ratio)]
         batch = self._pad(sequences)
         self._mask(batch, sequences, rngs)
+        if self.num_views > 1:
+            batch["view_index"] = torch.arange(len(features)).repeat(self.num_views)  # (V*B,)
         return batch
 
     def _mask(self, batch: dict[str, torch.Tensor], sequences: Sequence[np.ndarray],

@@ -45,6 +45,7 @@ HOUR_VOCAB_SIZE = NUM_SPECIAL_IDS + 24
 PAPER_CATEGORY_VOCAB_SIZES = (12, 234, 2092, 3379)
 
 _VALID_USER_REPRESENTATIONS = ("mean", "cls")
+_VALID_EMBEDDING_COMBINATIONS = ("mean", "grouped")
 _VALID_ACTIVATIONS = ("gelu", "gelu_new", "relu", "silu")
 
 
@@ -110,6 +111,17 @@ class ShopperBertConfig(PretrainedConfig):
             Among augmented sequences, the share cropped (the others are shuffled): the paper's 1:1 ratio.
         augmentation_window_ratio (`float`, *optional*, defaults to 0.3):
             Length of the shuffled window, and shortest share of the sequence a crop keeps (Algorithm 1's 0.30).
+        embedding_combination (`str`, *optional*, defaults to `"mean"`):
+            How a purchase's token vector is made from its parts (the paper's "average the x_prod and five types of
+            date embedding" read two ways): `"mean"` averages seven vectors, x_prod, the five date embeddings and the
+            position, so the product is 1/7 of the token; `"grouped"` averages three, x_prod, the mean of the five
+            date embeddings and the position, so the product is 1/3 of the token (see `model_card.md`).
+        contrastive_weight (`float`, *optional*, defaults to 0.0):
+            Weight of a user-level InfoNCE loss added to the MPP loss (beyond the paper; the authors' follow-up CLUE
+            trains user vectors contrastively): two Algorithm 1 views of each user, their user embeddings passed
+            through a projection head, in-batch negatives. 0 is the paper's MPP-only pre-training.
+        contrastive_temperature (`float`, *optional*, defaults to 0.1):
+            Temperature of the InfoNCE softmax over cosine similarities.
         classifier_dropout (`float`, *optional*):
             Dropout of downstream classification heads; defaults to `hidden_dropout_prob`.
         pad_token_id (`int`, *optional*, defaults to 0):
@@ -153,6 +165,9 @@ class ShopperBertConfig(PretrainedConfig):
         augmentation_probability=0.3,
         crop_probability=0.5,
         augmentation_window_ratio=0.3,
+        embedding_combination="mean",
+        contrastive_weight=0.0,
+        contrastive_temperature=0.1,
         classifier_dropout=None,
         pad_token_id=PAD_ID,
         **kwargs,
@@ -188,6 +203,9 @@ class ShopperBertConfig(PretrainedConfig):
         self.augmentation_probability = augmentation_probability
         self.crop_probability = crop_probability
         self.augmentation_window_ratio = augmentation_window_ratio
+        self.embedding_combination = embedding_combination
+        self.contrastive_weight = contrastive_weight
+        self.contrastive_temperature = contrastive_temperature
         self.classifier_dropout = classifier_dropout
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self._validate()
@@ -222,6 +240,12 @@ class ShopperBertConfig(PretrainedConfig):
             fail("max_position_embeddings", "must hold the [CLS] token and at least one purchase")
         if self.user_representation not in _VALID_USER_REPRESENTATIONS:
             fail("user_representation", f"must be one of {_VALID_USER_REPRESENTATIONS}")
+        if self.embedding_combination not in _VALID_EMBEDDING_COMBINATIONS:
+            fail("embedding_combination", f"must be one of {_VALID_EMBEDDING_COMBINATIONS}")
+        if not isinstance(self.contrastive_weight, (int, float)) or not 0.0 <= self.contrastive_weight < float("inf"):
+            fail("contrastive_weight", "must be a finite number >= 0")
+        if not isinstance(self.contrastive_temperature, (int, float)) or not 0.0 < self.contrastive_temperature < float("inf"):
+            fail("contrastive_temperature", "must be a finite number > 0")
         if self.hidden_act not in _VALID_ACTIVATIONS:
             fail("hidden_act", f"must be one of {_VALID_ACTIVATIONS}")
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "mlm_probability", "mask_replace_prob",

@@ -72,8 +72,11 @@ class ShopperBertForPreTrainingOutput(ModelOutput):
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
             The MPP loss: mean over the heads of each head's cross-entropy (heads without any label in the batch
             are left out of the mean).
+        loss (continued): plus `config.contrastive_weight` times `contrastive_loss` when that is computed.
         head_losses (`torch.FloatTensor` of shape `(9,)`, *optional*, returned when `labels` is given):
             Cross-entropy of each head in `MPP_HEADS` order (0 for a head without labels in the batch).
+        contrastive_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `view_index` is given and
+            `config.contrastive_weight > 0`): the InfoNCE loss between the two views of each user.
         logits (`tuple(torch.FloatTensor)` of 9 tensors, each `(num_masked, head_vocab_size)`):
             Prediction scores of each head for every masked purchase, in row-major order of `masked_positions`
             (so `logits[k][i]` predicts `labels[masked_positions][i, k]`).
@@ -84,6 +87,7 @@ class ShopperBertForPreTrainingOutput(ModelOutput):
 
     loss: torch.FloatTensor | None = None
     head_losses: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
     logits: tuple[torch.FloatTensor, ...] | None = None
     user_embedding: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -163,7 +167,8 @@ class ShopperBertEmbeddings(nn.Module):
     """Token vector of a purchase: the average of the product embedding, five date embeddings and the position.
 
     x_prod = f_prod([g(c1) || g(c2) || g(c3) || g(c4) || f_text(e)])       (paper, eq. 1)
-    token  = mean(x_prod, g(year), g(month), g(day), g(weekday), g(hour), p)
+    token  = mean(x_prod, g(year), g(month), g(day), g(weekday), g(hour), p)      embedding_combination="mean"
+    token  = mean(x_prod, mean(g(year), ..., g(hour)), p)                         embedding_combination="grouped"
 
     [CLS], [MASK] and padding carry their reserved id in all nine fields, so a masked token hides both its product
     and its date; their text vector is zeroed here, whatever the caller passed.
@@ -184,6 +189,7 @@ class ShopperBertEmbeddings(nn.Module):
         self.LayerNorm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.position_ids = nn.Buffer(torch.arange(config.max_position_embeddings).expand((1, -1)), persistent=False)
+        self.combination = config.embedding_combination
 
     def forward(self, category_ids, date_ids, text_embeds, position_ids=None):
         seq_len = category_ids.shape[1]
@@ -194,10 +200,14 @@ class ShopperBertEmbeddings(nn.Module):
         parts = [emb(category_ids[..., i]) for i, emb in enumerate(self.category_embeddings)]  # 4 x (B, T, H)
         parts.append(self.text_projection(text))  # (B, T, H)
         x_prod = self.product_projection(torch.cat(parts, dim=-1))  # (B, T, H)
-        total = x_prod + self.position_embeddings(position_ids)  # (B, T, H)
-        for i, emb in enumerate(self.date_embeddings):
-            total = total + emb(date_ids[..., i])  # (B, T, H)
-        embeddings = total / (len(DATE_FIELDS) + 2)  # average of 7 vectors, (B, T, H)
+        dates = self.date_embeddings[0](date_ids[..., 0])  # (B, T, H)
+        for i, emb in enumerate(self.date_embeddings[1:], start=1):
+            dates = dates + emb(date_ids[..., i])  # (B, T, H) sum of the five date embeddings
+        position = self.position_embeddings(position_ids)  # (1 or B, T, H)
+        if self.combination == "grouped":
+            embeddings = (x_prod + dates / len(DATE_FIELDS) + position) / 3  # mean(x_prod, mean(dates), p)
+        else:
+            embeddings = (x_prod + dates + position) / (len(DATE_FIELDS) + 2)  # average of 7 vectors, (B, T, H)
         embeddings = self.LayerNorm(embeddings)
         return self.dropout(embeddings)
 
@@ -361,6 +371,36 @@ class ShopperBertMPPHeads(nn.Module):
         return tuple(self.heads[name](hidden_states) for name in MPP_HEADS)  # 9 x (N, V_k)
 
 
+class ShopperBertContrastiveHead(nn.Module):
+    """Projection of the user embedding for the user-level InfoNCE loss (SimCLR's head: dense, GELU, dense)."""
+
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, user_embedding):
+        return F.normalize(self.out(self.act(self.dense(user_embedding))).float(), dim=-1)  # (B, H), unit norm
+
+
+def info_nce_loss(projected: torch.Tensor, view_index: torch.LongTensor, temperature: float) -> torch.Tensor:
+    """InfoNCE over a batch of views: each row's positive is the other row with the same `view_index` (the other
+    view of the same user), every other row is a negative. Rows without a partner are left out of the mean.
+
+    projected: `(B, H)` unit vectors; view_index: `(B,)`. No host-device synchronisation.
+    """
+    same = view_index[:, None] == view_index[None, :]  # (B, B)
+    eye = torch.eye(len(view_index), dtype=torch.bool, device=projected.device)  # (B, B)
+    partner = same & ~eye  # (B, B)
+    logits = (projected @ projected.T) / temperature  # (B, B) cosine similarities / tau
+    logits = logits.masked_fill(eye, torch.finfo(logits.dtype).min)
+    target = partner.float().argmax(dim=-1)  # (B,) the partner's row
+    has_partner = partner.any(dim=-1).to(logits.dtype)  # (B,)
+    losses = F.cross_entropy(logits, target, reduction="none")  # (B,)
+    return (losses * has_partner).sum() / has_partner.sum().clamp(min=1.0)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Pre-trained model base
 # ----------------------------------------------------------------------------------------------------------------
@@ -384,7 +424,7 @@ class ShopperBertPreTrainedModel(PreTrainedModel):
     _supports_attention_backend = True
     _no_split_modules = ["ShopperBertLayer"]
     # The MPP heads of a pre-training checkpoint are not part of the encoder or of a downstream model.
-    _keys_to_ignore_on_load_unexpected = [r"^mpp\."]
+    _keys_to_ignore_on_load_unexpected = [r"^mpp\.", r"^contrastive\."]
 
     def _init_weights(self, module):
         """BERT's initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorm."""
@@ -518,12 +558,18 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
             masked purchases in `MPP_HEADS` order; -100 everywhere else and for missing categories.
         masked_positions (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*): the purchases
             selected for prediction (see `resolve_masked_positions`).
+        view_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*): rows with the same value are two views
+            of one user (the collator's `num_views=2`); with `config.contrastive_weight > 0` they feed the InfoNCE
+            loss.
     """
 
     def __init__(self, config: ShopperBertConfig):
         super().__init__(config)
         self.shopperbert = ShopperBertModel(config)
         self.mpp = ShopperBertMPPHeads(config)
+        # Only built when used, so that no parameter goes without a gradient (DDP) and MPP-only checkpoints keep
+        # their keys.
+        self.contrastive = ShopperBertContrastiveHead(config) if config.contrastive_weight > 0 else None
         self.post_init()
 
     def forward(
@@ -535,6 +581,7 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         masked_positions: torch.BoolTensor | None = None,
+        view_index: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -570,9 +617,17 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
             has_label = torch.stack(has_label).to(head_losses.dtype)  # (9,)
             loss = (head_losses * has_label).sum() / has_label.sum().clamp(min=1.0)
 
+        contrastive_loss = None
+        if view_index is not None and self.contrastive is not None:
+            projected = self.contrastive(outputs.user_embedding)  # (B, H)
+            contrastive_loss = info_nce_loss(projected, view_index, self.config.contrastive_temperature)
+            if loss is not None:
+                loss = loss + self.config.contrastive_weight * contrastive_loss
+
         return ShopperBertForPreTrainingOutput(
             loss=loss,
             head_losses=head_losses,
+            contrastive_loss=contrastive_loss,
             logits=logits,
             user_embedding=outputs.user_embedding,
             hidden_states=outputs.hidden_states,

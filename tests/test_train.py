@@ -170,3 +170,40 @@ def test_help_lists_every_option_with_a_default():
     for f in fields(PretrainingArguments):
         assert f"--{f.name}" in result.stdout, f.name
         assert f.metadata.get("help"), f"{f.name} has no help text"
+
+
+def test_contrastive_grouped_run_reports_rules_and_stops_early(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    run_train(["--data", str(tiny_data), "--output", str(out), "--max-steps", "40", "--eval-every", "2",
+               "--embedding-combination", "grouped", "--contrastive-weight", "1.0", "--early-stopping-patience", "2",
+               *COMMON[:4], "--learning-rate", "1e-9", *COMMON[6:]])
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["stopped_early"] and results["step"] < 40, results["step"]
+    for head in ("category_1", "category_2", "category_3", "category_4"):
+        assert 0 <= results[f"eval/user_mode_accuracy_{head}"] <= 1
+        assert 0 <= results[f"eval/basket_mode_accuracy_{head}"] <= 1
+    assert "| category_2 |" in (out / "mpp_diagnostics.md").read_text()
+    assert any("train/contrastive_loss" in r for r in log_records(out))
+    config = json.loads((out / "final" / "config.json").read_text())
+    assert config["contrastive_weight"] == 1.0 and config["embedding_combination"] == "grouped"
+
+
+def test_non_finite_loss_stops_without_a_final_model(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    result = run_train(["--data", str(tiny_data), "--output", str(out), "--max-steps", "30", *COMMON[:4],
+                        "--learning-rate", "1e6", *COMMON[6:]], check=False)
+    assert result.returncode != 0
+    assert "error: the training loss is" in result.stderr
+    assert not (out / "final").exists()
+
+
+@pytest.mark.parametrize("option,value", [("--contrastive-weight", "-1"), ("--contrastive-weight", "nan"),
+                                          ("--embedding-combination", "sum"), ("--num-epochs", "nan"),
+                                          ("--learning-rate", "inf"), ("--dropout", "5")])
+def test_bad_objective_options_fail_before_training(tiny_data, tmp_path, option, value):
+    import train
+
+    args = train.parse_args(["--data", str(tiny_data), "--output", str(tmp_path / "o"), "--preset", "tiny",
+                             option, value])
+    with pytest.raises(SystemExit, match=option.lstrip("-").replace("-", "[-_]")):
+        train.check_args(args)
