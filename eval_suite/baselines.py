@@ -1,16 +1,27 @@
 """Classical baselines a practitioner would try first, on the six Complete Journey tasks (``eval_suite.tasks``).
 
-- Classification (tasks 1-3): logistic regression on TF-IDF of the product types a household bought plus
-  recency / frequency / monetary features (``user_purchase_features``, ``LogisticRegressionBaseline``,
-  ``run_logistic_regression``).
-- Recommendation (tasks 4-6): popularity (``PopularityRecommender``) and item-to-item co-occurrence of product types
-  (``CooccurrenceRecommender``), evaluated by ``run_recommendation_baseline``.
+- Classification (tasks 1-3): logistic regression on TF-IDF of the *product types* (``product_type``, not the
+  coarser product categories) a household bought plus recency / frequency / monetary features ("LogReg TF-IDF+RFM"),
+  and on the four RFM features alone ("LogReg RFM") (``user_purchase_features``, ``LogisticRegressionBaseline``,
+  ``run_logistic_regression(feature_set=...)``).
+- Recommendation (tasks 4-6), label-free: popularity before the cutoff (``PopularityRecommender``, "Popularity")
+  and item-to-item co-occurrence of products or product types (``CooccurrenceRecommender``, "Co-occurrence").
+- Recommendation, label-aware (they see the same training labels as the neural models, issue 10): popularity among
+  the training users' label-window instances (``TrainLabelPopularityRecommender``, "Popularity (train labels)") and
+  a blend of it with co-occurrence whose weight is chosen on validation (``HybridRecommender``, "Hybrid"); built by
+  ``label_aware_recommender``.
+- All recommenders are evaluated by ``run_recommendation_baseline`` (or ``eval_suite.run``) on the fixed negatives.
+
+Every result carries its validation metric, computed on the validation users of the same split exactly as the
+neural models' (``val_auroc``; ``val_mrr``: the sampled MRR over ``validation_instances`` with the fixed
+negatives), so that "the best classical baseline" of a task can be chosen on validation, never on test.
 
 Time protocol: every input comes from data strictly before ``cutoff`` (default ``CUTOFF``). The unsupervised
 statistics (IDF weights, the standardisation of the RFM features, the co-occurrence counts) are computed over the
 pre-cutoff logs of ALL households, test users included. These are inputs, never labels (the same logs the
 pre-training of ShopperBERT sees), so this is not leakage; only the logistic-regression weights, C and the decision
-threshold are fitted, on train and validation users.
+threshold are fitted, on train and validation users. The label-aware recommenders count the training users' labels
+(the same positives the neural models train on) and choose their one weight on validation users.
 
 The RFM features need two transaction columns that ``tasks.load_raw_tables`` does not read (``basket_id``,
 ``sales_value``): load the tables with ``load_baseline_tables()`` (the same tables plus these columns; the task
@@ -65,7 +76,15 @@ DEFAULT_LEVELS = ("product_type",)
 LEVEL_COLUMNS = {"product_type": "product_type", "category": "product_category", "department": "department"}
 RFM_FEATURES = ("recency_days", "frequency_baskets", "monetary_sales", "distinct_products")
 C_GRID = (0.01, 0.1, 1.0, 10.0)
+#: Feature sets of the logistic regression: the column-name prefix they keep (None: all columns).
+FEATURE_SETS = {"tfidf+rfm": None, "rfm": "rfm:"}
 RECOMMENDERS = ("popularity", "cooccurrence")
+#: Recommenders that read the training users' labels (``label_aware_recommender``).
+LABEL_AWARE_RECOMMENDERS = ("popularity_train", "hybrid")
+#: Weights a of the hybrid score a * z(train popularity) + (1 - a) * z(co-occurrence), chosen on validation.
+HYBRID_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+#: Validation instances of a recommendation task that model selection scores (a fixed subset keeps it cheap).
+MAX_VALIDATION_INSTANCES = 3000
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -149,8 +168,19 @@ def _dense_rank(values: np.ndarray) -> np.ndarray:
     return np.unique(np.asarray(values, dtype=np.float64), return_inverse=True)[1].astype(np.float64)
 
 
+def _lexicographic_rank(*keys) -> np.ndarray:
+    """0-based dense rank of the tuples (keys[0][i], keys[1][i], ...), the first key the most significant."""
+    keys = [np.asarray(k, dtype=np.float64) for k in keys]
+    order = np.lexsort(keys[::-1])                   # lexsort's last key is its primary one
+    stacked = np.stack([k[order] for k in keys])     # (K, N) sorted tuples
+    new = np.r_[True, (stacked[:, 1:] != stacked[:, :-1]).any(axis=0)][: len(order)]
+    ranks = np.empty(len(order))
+    ranks[order] = np.cumsum(new) - 1.0
+    return ranks
+
+
 # ---------------------------------------------------------------------------------------------------------------
-# 1. User features: TF-IDF of product types + RFM
+# 1. User features: TF-IDF of product types (not categories) + RFM
 # ---------------------------------------------------------------------------------------------------------------
 class PurchaseFeatures(NamedTuple):
     """What ``user_purchase_features`` returns; unpacks as ``user_ids, matrix, feature_names``."""
@@ -164,6 +194,13 @@ class PurchaseFeatures(NamedTuple):
         if (pos < 0).any():
             raise KeyError(f"{int((pos < 0).sum())} users have no purchase before the cutoff (no features)")
         return self.matrix[pos]
+
+    def select(self, prefix: str | None) -> "PurchaseFeatures":
+        """The columns whose name starts with ``prefix`` (e.g. ``"rfm:"``); all of them for None."""
+        if prefix is None:
+            return self
+        keep = np.flatnonzero([str(n).startswith(prefix) for n in self.feature_names])
+        return PurchaseFeatures(self.user_ids, sp.csr_matrix(self.matrix[:, keep]), self.feature_names[keep])
 
 
 def rfm_table(tables: dict, cutoff: pd.Timestamp = CUTOFF) -> pd.DataFrame:
@@ -320,18 +357,23 @@ def _cached_features(tables: dict) -> PurchaseFeatures:
 
 
 def run_logistic_regression(task: Task, tables_or_features, seed: int, c_grid: Sequence[float] = C_GRID,
-                            class_weight: str | None = "balanced") -> dict:
+                            class_weight: str | None = "balanced", feature_set: str = "tfidf+rfm") -> dict:
     """Split ``task``'s users with ``split_users(task, seed)``, fit on train, choose C on validation, report
     ``classification_metrics`` on test (AUROC; F1 and accuracy at the validation-chosen threshold, in log-odds
-    units) plus the chosen hyperparameters. ``tables_or_features``: ``PurchaseFeatures`` (reuse it across tasks and
+    units) plus the chosen hyperparameters and ``val_auroc`` (the validation AUROC of the chosen C: what a report
+    compares across baselines). ``tables_or_features``: ``PurchaseFeatures`` (reuse it across tasks and
     seeds) or the raw tables (``load_baseline_tables()``, or ``tasks.load_raw_tables()``: the missing columns are
     then read from the Complete Journey files, see ``with_baseline_columns``; features are cached per
-    transactions table)."""
+    transactions table). ``feature_set``: ``"tfidf+rfm"`` (TF-IDF of product types + RFM, "LogReg TF-IDF+RFM") or
+    ``"rfm"`` (the four RFM features only, "LogReg RFM"); see ``FEATURE_SETS``."""
     if task.kind != "classification":
         raise ValueError(f"task {task.name!r} is not a classification task")
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature_set {feature_set!r}; choose from {tuple(FEATURE_SETS)}")
     start = time.perf_counter()
     features = tables_or_features if isinstance(tables_or_features, PurchaseFeatures) \
         else _cached_features(tables_or_features)
+    features = features.select(FEATURE_SETS[feature_set])
     labels = task.users.set_index("user_id")["label"]
     split = split_users(task, seed)
     y = {k: labels.loc[list(v)].to_numpy() for k, v in split.items()}
@@ -339,8 +381,9 @@ def run_logistic_regression(task: Task, tables_or_features, seed: int, c_grid: S
     model.fit(split["train"], y["train"], split["validation"], y["validation"])
     metrics = classification_metrics(model.scores(split["validation"]), y["validation"],
                                      model.scores(split["test"]), y["test"])
-    return {"task": task.name, "model": "logistic_regression", "seed": int(seed), **metrics,
-            "best_C": model.best_C, "class_weight": class_weight,
+    return {"task": task.name, "model": "logistic_regression", "features": feature_set, "seed": int(seed),
+            **metrics, "best_C": model.best_C, "class_weight": class_weight,
+            "val_auroc": model.validation_auroc[model.best_C],
             "validation_auroc": model.validation_auroc[model.best_C],
             "validation_auroc_by_C": {str(c): v for c, v in model.validation_auroc.items()},
             "num_features": int(features.matrix.shape[1]),
@@ -536,6 +579,8 @@ class CooccurrenceRecommender(_PairScorer):
         self._user_index = pd.Index(_uid(households))
         self._tie_keys = (_item_hash_fraction(self.item_ids),
                           task.items["log_popularity"].to_numpy(dtype=np.float64))
+        self._moments: dict = {}          # user -> (mean, std) of its raw scores over all items (user_moments)
+        self._right_t = None
 
     def raw_scores(self, users, items) -> np.ndarray:
         """The similarity sums, without tie-breaking (0 for users or items without a pre-cutoff concept)."""
@@ -552,6 +597,26 @@ class CooccurrenceRecommender(_PairScorer):
             block[r] = np.asarray((right.T @ self._left[u_pos[r]].T).T)
         return block[u_codes, i_codes]
 
+    def user_moments(self, users) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of each user's raw scores over all the task's items (both 0 for users without
+        a pre-cutoff concept); computed once per user and cached. Used to standardise per user (``HybridRecommender``)
+        independently of which pairs a call holds."""
+        users = np.asarray(users, dtype=object)
+        cache = self._moments
+        missing = [u for u in dict.fromkeys(users.tolist()) if u not in cache]
+        pos = self._user_index.get_indexer(pd.Index(missing, dtype=object))
+        cache.update({u: (0.0, 0.0) for u, p in zip(missing, pos) if p < 0})
+        known = [(u, p) for u, p in zip(missing, pos) if p >= 0]
+        step = max(1, self.max_block // max(1, len(self.item_ids)))
+        if self._right_t is None and known:
+            self._right_t = sp.csr_matrix(self._right.T)                          # items x K
+        for a in range(0, len(known), step):
+            chunk = known[a:a + step]
+            block = np.asarray(self._right_t @ self._left[[p for _, p in chunk]].T).T   # (b, items)
+            cache.update({u: (float(m), float(sd)) for (u, _), m, sd in zip(chunk, block.mean(1), block.std(1))})
+        moments = np.array([cache[u] for u in users.tolist()], dtype=np.float64).reshape(-1, 2)
+        return moments[:, 0], moments[:, 1]
+
     def score_pairs(self, users, items) -> np.ndarray:
         raw = self.raw_scores(users, items)
         if not self.tie_break or len(raw) == 0:
@@ -566,6 +631,134 @@ class CooccurrenceRecommender(_PairScorer):
         return ranks
 
 
+class TrainLabelPopularityRecommender(_PairScorer):
+    """score(u, i) = log1p(the number of the training users' label-window instances of item i): popularity among the
+    positives the neural models train on (the same for every user). Label-aware, unlike ``PopularityRecommender``
+    (pre-cutoff purchases); only ``train_users``' instances count, so validation and test labels stay unseen.
+
+    Ties (most items have no training instance) are broken by the pre-cutoff ``log_popularity`` and then by a crc32
+    hash of the item id (``tie_break=True``): the score is the rank of (train count, log_popularity, hash), fixed
+    per item and comparable across calls. ``tie_break=False`` returns the raw ``log_train_popularity``.
+    """
+
+    def __init__(self, task: Task, train_users, tie_break: bool = True):
+        super().__init__(task)
+        instances = task.instances[task.instances["user_id"].isin(set(train_users))]
+        counts = instances.groupby("item_id").size().reindex(pd.Index(self.item_ids, dtype=object), fill_value=0)
+        self.num_train_instances = int(len(instances))
+        self.train_counts = counts.to_numpy(dtype=np.int64)                            # (I,)
+        self.log_train_popularity = np.log1p(self.train_counts.astype(np.float64))     # (I,)
+        self.tie_rank = _lexicographic_rank(self.log_train_popularity,
+                                            task.items["log_popularity"].to_numpy(dtype=np.float64),
+                                            _item_hash_fraction(self.item_ids))       # (I,)
+        self.item_scores = self.tie_rank if tie_break else self.log_train_popularity
+
+    def score_pairs(self, users, items) -> np.ndarray:
+        return self.item_scores[self._item_positions(items)]
+
+
+class HybridRecommender(_PairScorer):
+    """score(u, i) = a * z_pop(i) + (1 - a) * z_cooc(u, i), a in [0, 1] (``weight``), chosen on validation users by
+    ``select_weight``.
+
+    - z_pop: ``TrainLabelPopularityRecommender.log_train_popularity`` standardised over the task's items.
+    - z_cooc: the raw co-occurrence score (``CooccurrenceRecommender.raw_scores``) standardised per user over all the
+      task's items (``user_moments``; 0 for users without a pre-cutoff purchase), so that one weight suits light and
+      heavy shoppers alike and a score does not depend on the other pairs of a call.
+    - Remaining ties are broken by the train-popularity rank (train count, pre-cutoff popularity, item hash), scaled
+      into [0, 1e-9).
+    a = 1 ranks exactly like "Popularity (train labels)"; a = 0 like co-occurrence (with other tie-breaks).
+    """
+
+    TIE_SCALE = 1e-9
+
+    def __init__(self, popularity: TrainLabelPopularityRecommender, cooccurrence: CooccurrenceRecommender,
+                 weight: float = 0.5):
+        super().__init__(popularity.task)
+        if cooccurrence.task is not popularity.task:
+            raise ValueError("the two recommenders of a hybrid must belong to the same task")
+        self.popularity, self.cooccurrence, self.weight = popularity, cooccurrence, float(weight)
+        pop = popularity.log_train_popularity
+        sd = pop.std()
+        self.z_popularity = (pop - pop.mean()) / (sd if sd > 0 else 1.0)                # (I,)
+        self._tie = popularity.tie_rank / max(1, len(pop)) * self.TIE_SCALE             # (I,)
+        self._memo = None
+
+    def components(self, users, items) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(z_pop, z_cooc, tie-break) of aligned pairs; the last call's are kept (selection re-scores the same
+        pairs for every weight)."""
+        users, items = np.asarray(users, dtype=object), np.asarray(items, dtype=object)
+        if self._memo is not None and np.array_equal(self._memo[0], users) and np.array_equal(self._memo[1], items):
+            return self._memo[2]
+        i = self._item_positions(items)
+        raw = self.cooccurrence.raw_scores(users, items)
+        mean, sd = self.cooccurrence.user_moments(users)
+        z_cooc = np.where(sd > 0, (raw - mean) / np.where(sd > 0, sd, 1.0), 0.0)
+        out = (self.z_popularity[i], z_cooc, self._tie[i])
+        self._memo = (users, items, out)
+        return out
+
+    def score_pairs(self, users, items) -> np.ndarray:
+        z_pop, z_cooc, tie = self.components(users, items)
+        return self.weight * z_pop + (1.0 - self.weight) * z_cooc + tie
+
+    def select_weight(self, val_ids, negatives: pd.DataFrame, weights: Sequence[float] = HYBRID_WEIGHTS
+                      ) -> dict[str, float]:
+        """Set ``weight`` to the one of ``weights`` with the best sampled validation MRR (``validation_mrr`` on
+        ``val_ids``, the validation instances every model selects on; ties: the first in ``weights``). Returns the
+        validation MRR per weight. Never reads a test instance."""
+        by_weight: dict[str, float] = {}
+        best = None
+        for a in weights:
+            self.weight = float(a)
+            mrr = validation_mrr(self.task, val_ids, negatives, self.score_pairs)
+            by_weight[str(float(a))] = mrr
+            if best is None or mrr > best[0]:
+                best = (mrr, float(a))
+        if best is not None:
+            self.weight = best[1]
+        return by_weight
+
+
+def validation_instances(task: Task, split: dict, seed: int, max_instances: int = MAX_VALIDATION_INSTANCES
+                         ) -> np.ndarray:
+    """The validation instance ids every recommendation model of this split and seed selects on: all the
+    validation users' instances, or a fixed sorted subset of ``max_instances`` of them (``default_rng(seed)``)."""
+    val_ids = instances_of(task, split["validation"])
+    if len(val_ids) > max_instances:
+        val_ids = np.sort(np.random.default_rng(seed).choice(val_ids, max_instances, replace=False))
+    return val_ids
+
+
+def validation_mrr(task: Task, val_ids, negatives: pd.DataFrame, score_pairs) -> float:
+    """The sampled MRR of ``val_ids`` against their fixed negatives (NaN without validation instances)."""
+    if len(val_ids) == 0:
+        return float("nan")
+    return float(sampled_ranking_metrics(task, val_ids, negatives, score_pairs)["mrr"])
+
+
+def label_aware_recommender(name: str, task: Task, split: dict, negatives: pd.DataFrame, val_ids,
+                            cooccurrence: CooccurrenceRecommender | None = None, tables: dict | None = None,
+                            weights: Sequence[float] = HYBRID_WEIGHTS) -> tuple[_PairScorer, dict]:
+    """A recommender that reads the training users' labels of ``split``: ``"popularity_train"``
+    (``TrainLabelPopularityRecommender``) or ``"hybrid"`` (``HybridRecommender``, its weight chosen on ``val_ids``
+    with ``negatives``; pass a prebuilt ``cooccurrence`` to reuse it across seeds, else ``tables`` builds one).
+    Returns the recommender and what was fitted (to store beside its metrics)."""
+    popularity = TrainLabelPopularityRecommender(task, split["train"])
+    info = {"num_train_instances": popularity.num_train_instances}
+    if name == "popularity_train":
+        return popularity, info
+    if name != "hybrid":
+        raise ValueError(f"unknown label-aware recommender {name!r}; choose from {LABEL_AWARE_RECOMMENDERS}")
+    if cooccurrence is None:
+        if tables is None:
+            raise ValueError("the hybrid needs a CooccurrenceRecommender or the tables to build one")
+        cooccurrence = CooccurrenceRecommender(task, tables)
+    hybrid = HybridRecommender(popularity, cooccurrence)
+    by_weight = hybrid.select_weight(val_ids, negatives, weights)
+    return hybrid, {**info, "weight": hybrid.weight, "val_mrr_by_weight": by_weight}
+
+
 def make_recommender(name: str, task: Task, tables: dict, **kwargs) -> _PairScorer:
     if name == "popularity":
         return PopularityRecommender(task, **kwargs)
@@ -576,22 +769,35 @@ def make_recommender(name: str, task: Task, tables: dict, **kwargs) -> _PairScor
 
 def run_recommendation_baseline(name: str, task: Task, tables: dict, seed: int, negatives_root,
                                 split: str = "test", recommender: _PairScorer | None = None,
-                                cold_heavy: bool = True, **kwargs) -> dict:
-    """Evaluate a recommender (``"popularity"`` or ``"cooccurrence"``) on the ``split`` users of
+                                cold_heavy: bool = True, cooccurrence: CooccurrenceRecommender | None = None,
+                                **kwargs) -> dict:
+    """Evaluate a recommender (``RECOMMENDERS`` or ``LABEL_AWARE_RECOMMENDERS``) on the ``split`` users of
     ``split_users(task, seed)`` (default test): sampled HR@10 / NDCG@10 / MRR against the fixed negatives
     (``fixed_negatives(task, seed, negatives_root)``), full-ranking ``full_*`` metrics, and with ``cold_heavy``
-    the sampled metrics of the cold / heavy 10% (``cold_*``, ``heavy_*``, the paper's Table 6).
+    the sampled metrics of the cold / heavy 10% (``cold_*``, ``heavy_*``, the paper's Table 6); ``val_mrr`` on the
+    validation instances (``validation_instances``).
 
-    Nothing is fitted on train users: popularity and co-occurrence are statistics of the pre-cutoff logs of all
-    households. Pass a prebuilt ``recommender`` to reuse it across seeds; ``kwargs`` go to its constructor."""
+    ``"popularity"`` and ``"cooccurrence"`` fit nothing on train users: they are statistics of the pre-cutoff logs
+    of all households; pass a prebuilt ``recommender`` to reuse it across seeds; ``kwargs`` go to its constructor.
+    The label-aware ones are built per seed (``label_aware_recommender``; ``cooccurrence`` reuses one for the
+    hybrid)."""
     start = time.perf_counter()
-    rec = recommender if recommender is not None else make_recommender(name, task, tables, **kwargs)
-    built = time.perf_counter()
-    users = split_users(task, seed)[split]
+    splits = split_users(task, seed)
     negatives = fixed_negatives(task, seed, negatives_root)
+    val_ids = validation_instances(task, splits, seed)
+    info: dict = {}
+    if recommender is not None:
+        rec = recommender
+    elif name in LABEL_AWARE_RECOMMENDERS:
+        rec, info = label_aware_recommender(name, task, splits, negatives, val_ids, cooccurrence, tables)
+    else:
+        rec = make_recommender(name, task, tables, **kwargs)
+    built = time.perf_counter()
+    users = splits[split]
     ids = instances_of(task, users)
     out = {"task": task.name, "model": name, "seed": int(seed), "split": split,
-           "num_users": int(len(users)), "num_instances": int(len(ids))}
+           "num_users": int(len(users)), "num_instances": int(len(ids)), **info}
+    out["val_mrr"] = validation_mrr(task, val_ids, negatives, rec.score_pairs)
     out.update(sampled_ranking_metrics(task, ids, negatives, rec.score_pairs))
     out.update(full_ranking_metrics(task, users, rec.score_pairs))
     if cold_heavy:
@@ -609,7 +815,8 @@ def run_recommendation_baseline(name: str, task: Task, tables: dict, seed: int, 
 # ---------------------------------------------------------------------------------------------------------------
 def run_all(seeds: Sequence[int] = (0,), negatives_root="results/negatives", tables: dict | None = None,
             names: Sequence[str] = TASK_NAMES) -> list[dict]:
-    """Every baseline on every task and seed: LR on tasks 1-3; popularity and co-occurrence on tasks 4-6."""
+    """Every baseline on every task and seed: LR on TF-IDF + RFM and on RFM alone on tasks 1-3; popularity,
+    co-occurrence, train-label popularity and the hybrid on tasks 4-6."""
     tables = load_baseline_tables() if tables is None else tables
     results = []
     features = None
@@ -617,23 +824,32 @@ def run_all(seeds: Sequence[int] = (0,), negatives_root="results/negatives", tab
         task = build_task(name, tables)
         if TASK_KINDS[name] == "classification":
             features = features if features is not None else user_purchase_features(tables)
-            results.extend(run_logistic_regression(task, features, s) for s in seeds)
+            for feature_set in FEATURE_SETS:
+                for s in seeds:
+                    r = run_logistic_regression(task, features, s, feature_set=feature_set)
+                    r["model"] = f"logistic_regression_{feature_set}"
+                    results.append(r)
         else:
+            cooccurrence = None
             for rec_name in RECOMMENDERS:
                 start = time.perf_counter()
                 rec = make_recommender(rec_name, task, tables)
+                cooccurrence = rec if rec_name == "cooccurrence" else cooccurrence
                 built = time.perf_counter() - start
                 for s in seeds:
                     r = run_recommendation_baseline(rec_name, task, tables, s, negatives_root, recommender=rec)
                     r["build_seconds"] = built
                     results.append(r)
+            for rec_name in LABEL_AWARE_RECOMMENDERS:
+                results.extend(run_recommendation_baseline(rec_name, task, tables, s, negatives_root,
+                                                           cooccurrence=cooccurrence) for s in seeds)
     return results
 
 
 def summarize(results: list[dict]) -> pd.DataFrame:
     """Mean and standard deviation over seeds of the numeric metrics, per (task, model)."""
     df = pd.DataFrame(results)
-    keep = [c for c in df.columns if c not in ("seed", "validation_auroc_by_C")
+    keep = [c for c in df.columns if c not in ("seed", "validation_auroc_by_C", "val_mrr_by_weight")
             and pd.api.types.is_numeric_dtype(df[c])]
     return df.groupby(["task", "model"], sort=False)[keep].agg(["mean", "std"])
 
@@ -661,14 +877,21 @@ if __name__ == "__main__":
 __all__ = [
     "C_GRID",
     "CooccurrenceRecommender",
+    "FEATURE_SETS",
+    "HYBRID_WEIGHTS",
+    "HybridRecommender",
+    "LABEL_AWARE_RECOMMENDERS",
     "LogisticRegressionBaseline",
+    "MAX_VALIDATION_INSTANCES",
     "PopularityRecommender",
     "PurchaseFeatures",
     "RECOMMENDERS",
+    "TrainLabelPopularityRecommender",
     "RFM_FEATURES",
     "DEFAULT_LEVELS",
     "DEFAULT_COOCCURRENCE_LEVEL",
     "item_concept_links",
+    "label_aware_recommender",
     "load_baseline_tables",
     "make_recommender",
     "rfm_table",
@@ -677,5 +900,7 @@ __all__ = [
     "run_recommendation_baseline",
     "summarize",
     "user_purchase_features",
+    "validation_instances",
+    "validation_mrr",
     "with_baseline_columns",
 ]

@@ -4,9 +4,17 @@
     python -m eval_suite run --model MP=runs/mp/final --model MP+A=runs/mpa/final ... --quick
 
 For every task and seed (a fresh 70/15/15 user split and fixed negatives per seed, shared by all models):
-U-MLP on each checkpoint's frozen user embedding, P-Trans, UP-Trans, T-Trans (where the task has its own history),
-fine-tuned ShopperBERT (targeting tasks, `--finetune`), and the classical baselines. Learning rates come from the
-validation users only; test users are touched once, by the selected model.
+U-MLP on each checkpoint's frozen user embedding and on the representation baselines (`--representations`: "U-MLP
+SVD", "U-MLP SBERT-mean", "U-MLP Random", see `representations.py`), P-Trans, UP-Trans, T-Trans (where the task has
+its own history), fine-tuned ShopperBERT (targeting tasks, `--finetune`), and the classical baselines ("LogReg
+TF-IDF+RFM", "LogReg RFM"; "Popularity", "Popularity (train labels)", "Co-occurrence", "Hybrid"). Learning rates and
+every other choice come from the validation users only; test users are touched once, by the selected model. Every
+result records its validation metric (`val_auroc` / `val_mrr`); every trained model records the epochs it ran and
+whether it stopped at its epoch cap (`hit_cap`) rather than by early stopping.
+
+The full protocol (`RunOptions()`) gives every neural model the learning-rate grid {1e-4, 3e-4, 1e-3} and early
+stopping with a patience (fine-tuning the Transformers' patience); `RunOptions.quick()` (`--quick`, `make demo`) is
+a reduced one and says so (`results.json["config"]["protocol"]`).
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from .evaluation import (
     instances_of,
     sampled_ranking_metrics,
 )
+from .baselines import MAX_VALIDATION_INSTANCES, validation_instances, validation_mrr
 from .inputs import Corpus, SequenceInputs, history_inputs, item_features, purchase_inputs
 from .models import (
     REC_DIM,
@@ -39,6 +48,7 @@ from .models import (
     small_transformer_config,
     user_scores,
 )
+from .representations import DISPLAY_NAMES, build_representations, parse_representations
 from .tasks import (
     build_task,
     cold_heavy_users,
@@ -50,7 +60,10 @@ from .tasks import (
 )
 
 TARGETING_TASKS = ("coupon_targeting", "nutrition_targeting")
-MAX_VALIDATION_INSTANCES = 3000
+#: Classical baselines per task kind: result name -> run_baseline kind.
+CLASSIFICATION_BASELINES = {"LogReg TF-IDF+RFM": "logreg", "LogReg RFM": "logreg_rfm"}
+RECOMMENDATION_BASELINES = {"Popularity": "popularity", "Popularity (train labels)": "popularity_train",
+                            "Co-occurrence": "cooccurrence", "Hybrid": "hybrid"}
 
 
 @dataclass
@@ -70,6 +83,7 @@ class RunOptions:
     trans_max_length: int = 128
     negatives_per_positive: int = 4
     models: tuple = ("u-mlp", "p-trans", "up-trans", "t-trans", "baselines")
+    representations: tuple = ("svd", "sbert", "random")  # U-MLP rows on representation baselines (not checkpoints)
     finetune: bool = False
     threads: int | None = None
     max_users: int | None = None  # subsample each task's users (tests and smoke runs only)
@@ -81,6 +95,35 @@ class RunOptions:
                       trans_max_length=64)
         values.update(overrides)
         return cls(**values)
+
+
+#: RunOptions fields that make a protocol (seeds, threads, model choice and representations do not).
+PROTOCOL_FIELDS = ("mlp_lrs", "trans_lrs", "finetune_lrs", "mlp_max_epochs", "mlp_patience", "trans_max_epochs",
+                   "trans_patience", "finetune_max_epochs", "trans_max_length", "negatives_per_positive")
+
+
+def protocol_description(options: RunOptions) -> str:
+    """"full" (the defaults of `RunOptions`), "quick (reduced: ...)" (`RunOptions.quick()`'s schedule) or
+    "custom (differs from full: ...)", naming what differs from the full protocol; a user subsample is added."""
+    mine, full, quick = asdict(options), asdict(RunOptions()), asdict(RunOptions.quick())
+
+    def same(a, b):
+        return (list(a) if isinstance(a, (list, tuple)) else a) == (list(b) if isinstance(b, (list, tuple)) else b)
+
+    def show(value):
+        return "[" + ", ".join(f"{v:g}" for v in value) + "]" if isinstance(value, (list, tuple)) else str(value)
+
+    differs = [k for k in PROTOCOL_FIELDS if not same(mine[k], full[k])]
+    detail = ", ".join(f"{k} {show(mine[k])}" for k in differs)
+    if not differs:
+        text = "full"
+    elif all(same(mine[k], quick[k]) for k in PROTOCOL_FIELDS):
+        text = f"quick (reduced: {detail})"
+    else:
+        text = f"custom (differs from full: {detail})"
+    if options.max_users:
+        text += f"; tasks subsampled to {options.max_users} users (not for results)"
+    return text
 
 
 def checkpoint_label(path: Path) -> str:
@@ -113,7 +156,13 @@ def parse_models(specs: list[str]) -> dict[str, Path]:
 # Per-run shared inputs
 # ---------------------------------------------------------------------------------------------------------------
 class Inputs:
-    def __init__(self, corpus: Corpus, checkpoints: dict[str, Path], out: Path, options: RunOptions, log):
+    """What every model of a run reads, computed once: the purchase sequences, each checkpoint's user embeddings and
+    the representation baselines (`embeddings`, keyed by checkpoint name and by "SVD" / "SBERT-mean" / "Random";
+    `representations` lists the latter: they are not checkpoints), task histories, item features and the
+    label-free recommenders."""
+
+    def __init__(self, corpus: Corpus, checkpoints: dict[str, Path], out: Path, options: RunOptions, log,
+                 representation_dim: int | None = None):
         self.corpus = corpus
         self.out = out
         self.options = options
@@ -124,8 +173,36 @@ class Inputs:
             f"({time.perf_counter() - start:.1f} s)")
         self.embeddings = {name: self._user_embeddings(name, path) for name, path in checkpoints.items()}
         self.checkpoints = checkpoints
+        self.representations = self._representations(representation_dim)
         self._histories: dict[str, SequenceInputs] = {}
         self._items: dict[str, np.ndarray] = {}
+        self._recommenders: dict[tuple[str, str], object] = {}
+
+    def _representations(self, dim: int | None) -> list[str]:
+        """The representation baselines of `options.representations`, added to `embeddings` and written to
+        out/embeddings/<name>.parquet; dimension = the first checkpoint's hidden size (or `dim`)."""
+        names = parse_representations(self.options.representations)
+        if not names:
+            return []
+        if dim is None:
+            if not self.embeddings:
+                raise ValueError("the representation baselines need a checkpoint (its hidden size) or a dimension")
+            dim = next(iter(self.embeddings.values())).shape[1]
+        start = time.perf_counter()
+        vectors = build_representations(names, self.purchases, dim)
+        for name, matrix in vectors.items():
+            if name in self.embeddings:
+                raise ValueError(f"a checkpoint is named {name!r} like a representation baseline; rename it")
+            self.embeddings[name] = matrix
+            self._write_embeddings(name, matrix)
+        self.log(f"representation baselines {', '.join(f'{n} {v.shape}' for n, v in vectors.items())} in "
+                 f"{time.perf_counter() - start:.1f} s")
+        return list(vectors)
+
+    def _write_embeddings(self, name: str, vectors: np.ndarray) -> None:
+        from modeling_shopperbert import write_user_embeddings
+
+        write_user_embeddings(self.out / "embeddings" / f"{name}.parquet", self.purchases.user_ids, vectors)
 
     def _user_embeddings(self, name: str, path: Path) -> np.ndarray:
         from modeling_shopperbert import UserEncoder
@@ -142,9 +219,7 @@ class Inputs:
         if len(keep) < len(rows):
             self.log(f"{len(rows) - len(keep)} of {len(rows)} households have no purchase in the corpus window "
                      f"[{self.corpus.metadata.get('start_date')}, cutoff): zero user embeddings")
-        from modeling_shopperbert import write_user_embeddings
-
-        write_user_embeddings(self.out / "embeddings" / f"{name}.parquet", self.purchases.user_ids, vectors)
+        self._write_embeddings(name, vectors)
         self.log(f"user embeddings {name}: {vectors.shape} in {time.perf_counter() - start:.1f} s")
         return vectors
 
@@ -168,6 +243,15 @@ class Inputs:
             self._items[task.name] = item_features(task, self.corpus)
         return self._items[task.name]
 
+    def recommender(self, kind: str, task, tables):
+        """A label-free recommender ("popularity", "cooccurrence") of the task, built once for all seeds."""
+        from . import baselines
+
+        key = (kind, task.name)
+        if key not in self._recommenders:
+            self._recommenders[key] = baselines.make_recommender(kind, task, tables)
+        return self._recommenders[key]
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # One model on one task and seed
@@ -180,31 +264,46 @@ def _tower(kind: str, out_features: int, inputs: Inputs, vectors_name: str | Non
     return UserTower(kind, out_features, user_embedding_size=dim, transformer_config=config)
 
 
+def hit_cap(fit, max_epochs: int, patience: int) -> bool:
+    """True when a fit ran all `max_epochs` without its early-stopping rule firing (the cap, not validation, ended
+    it: the model may not have converged)."""
+    return fit.epochs_run >= max_epochs and (fit.epochs_run - 1 - fit.best_epoch) < patience
+
+
+def fit_record(fits: dict, lr: float, max_epochs: int, patience: int) -> dict:
+    """What a result records about training: the selected learning rate's epochs run, best epoch (1-based) and
+    `hit_cap`; per learning rate the epochs run, and `hit_cap_any_lr` when any of them hit the cap."""
+    fit = fits[lr]
+    capped = [hit_cap(f, max_epochs, patience) for f in fits.values()]
+    return {"lr": lr, "epochs": fit.epochs_run, "best_epoch": fit.best_epoch + 1, "max_epochs": max_epochs,
+            "patience": patience, "hit_cap": hit_cap(fit, max_epochs, patience), "hit_cap_any_lr": any(capped),
+            "epochs_by_lr": {f"{k:g}": f.epochs_run for k, f in fits.items()}}
+
+
 def run_classification(task, split, user_inputs: UserInputs, make_tower, lrs, seed, max_epochs, patience) -> dict:
     labels = dict(zip(task.users["user_id"], task.users["label"]))
     train, val, test = (list(split[k]) for k in ("train", "validation", "test"))
-    best = None
+    best, fits = None, {}
     for lr in lrs:
         torch.manual_seed(seed)  # the initial weights depend on the seed only, not on what the process ran before
         tower = make_tower()
-        fit = fit_classifier(tower, user_inputs, train, [labels[u] for u in train], val, [labels[u] for u in val],
-                             lr=lr, seed=seed, validation_metric=auroc, max_epochs=max_epochs, patience=patience)
+        fit = fits[lr] = fit_classifier(tower, user_inputs, train, [labels[u] for u in train], val,
+                                        [labels[u] for u in val], lr=lr, seed=seed, validation_metric=auroc,
+                                        max_epochs=max_epochs, patience=patience)
         if best is None or fit.best_metric > best[1].best_metric:
             best = (lr, fit, tower)
     lr, fit, tower = best
     metrics = classification_metrics(user_scores(tower, user_inputs, val), [labels[u] for u in val],
                                      user_scores(tower, user_inputs, test), [labels[u] for u in test])
-    return {**metrics, "lr": lr, "val_auroc": fit.best_metric, "epochs": fit.epochs_run}
+    return {**metrics, "val_auroc": fit.best_metric, **fit_record(fits, lr, max_epochs, patience)}
 
 
 def run_recommendation(task, split, user_inputs: UserInputs, item_matrix, negatives, make_tower, lrs, seed,
                        max_epochs, patience, negatives_per_positive) -> dict:
     item_ids = task.items["item_id"].to_numpy(dtype=object)
-    val_ids = instances_of(task, split["validation"])
-    if len(val_ids) > MAX_VALIDATION_INSTANCES:  # model selection on a fixed subset keeps each epoch cheap
-        val_ids = np.sort(np.random.default_rng(seed).choice(val_ids, MAX_VALIDATION_INSTANCES, replace=False))
+    val_ids = validation_instances(task, split, seed)  # a fixed subset (MAX_VALIDATION_INSTANCES) keeps epochs cheap
     test_users = split["test"]
-    best = None
+    best, fits = None, {}
     for lr in lrs:
         torch.manual_seed(seed)
         scorer = TwoTowerScorer(make_tower(), ItemTower(item_matrix.shape[1], REC_DIM), item_matrix, item_ids)
@@ -217,13 +316,13 @@ def run_recommendation(task, split, user_inputs: UserInputs, item_matrix, negati
             return sample_training_pairs(task, split["train"], seed=seed * 1000 + epoch,
                                          negatives_per_positive=negatives_per_positive)
 
-        fit = fit_recommender(scorer, user_inputs, pairs, validation_metric, lr=lr, seed=seed,
-                              max_epochs=max_epochs, patience=patience)
+        fit = fits[lr] = fit_recommender(scorer, user_inputs, pairs, validation_metric, lr=lr, seed=seed,
+                                         max_epochs=max_epochs, patience=patience)
         if best is None or fit.best_metric > best[1].best_metric:
             best = (lr, fit, scorer)
     lr, fit, scorer = best
     return {**ranking_report(task, test_users, negatives, lambda u, i: scorer.score_pairs(user_inputs, u, i)),
-            "lr": lr, "val_mrr": fit.best_metric, "epochs": fit.epochs_run}
+            "val_mrr": fit.best_metric, **fit_record(fits, lr, max_epochs, patience)}
 
 
 def ranking_report(task, test_users, negatives, score_pairs) -> dict:
@@ -241,11 +340,17 @@ def ranking_report(task, test_users, negatives, score_pairs) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------------------------
-def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options: RunOptions, log=print) -> dict:
+def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options: RunOptions, log=print,
+        command: str | None = None) -> dict:
+    """Every model of `model_plan` on every task and seed; results.json in `out` after each model (a stopped run
+    keeps what it finished). `command`: the literal command line, recorded in `config["command"]`."""
+    check_options(checkpoints, options)
     out.mkdir(parents=True, exist_ok=True)
     if options.threads:
         torch.set_num_threads(options.threads)
     started = time.perf_counter()
+    protocol = protocol_description(options)
+    log(f"protocol: {protocol}")
     corpus = Corpus.load(data)
     tables = load_raw_tables(tables=tables_for(task_names))
     inputs = Inputs(corpus, checkpoints, out, options, log)
@@ -253,8 +358,11 @@ def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options
     up_name = next((n for n in checkpoints if n.startswith("MP")), primary)
     results_path = out / "results.json"
     results = {"config": {"checkpoints": {k: str(v) for k, v in checkpoints.items()}, "data": str(data),
-                          "tasks": list(task_names), "options": asdict(options)},
+                          "tasks": list(task_names), "options": asdict(options), "protocol": protocol,
+                          "representations": list(inputs.representations)},
                "tasks": {}}
+    if command:
+        results["config"]["command"] = command
     seeds = list(range(options.first_seed, options.first_seed + options.repeats))
     tasks = {}
     for name in task_names:
@@ -267,7 +375,8 @@ def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options
                                                         "models": {}})
             split = split_users(task, seed)
             negatives = fixed_negatives(task, seed, out / "negatives") if task.kind == "recommendation" else None
-            for model_name, spec in model_plan(task, checkpoints, up_name, options).items():
+            for model_name, spec in model_plan(task, checkpoints, up_name, options,
+                                               inputs.representations).items():
                 t0 = time.perf_counter()
                 metrics = run_model(spec, task, split, negatives, seed, inputs, tables, options)
                 metrics["seconds"] = time.perf_counter() - t0
@@ -281,6 +390,18 @@ def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options
     results["seconds"] = time.perf_counter() - started
     write_json(results_path, results)
     return results
+
+
+def check_options(checkpoints: dict, options: RunOptions) -> None:
+    """Raise ValueError (`error: ...`) on representation names that are unknown or clash with a checkpoint."""
+    try:
+        names = parse_representations(options.representations)
+    except ValueError as err:
+        raise ValueError(f"error: representations {list(options.representations)}: {err}") from None
+    clash = sorted(set(checkpoints) & {DISPLAY_NAMES[n] for n in names})
+    if clash:
+        raise ValueError(f"error: checkpoint name(s) {clash} are taken by representation baselines; name the "
+                         "checkpoints otherwise (--model NAME=PATH) or drop the representation (--representations)")
 
 
 def subsample_task(task, max_users: int, seed: int = 0):
@@ -298,12 +419,16 @@ def subsample_task(task, max_users: int, seed: int = 0):
     return dataclasses.replace(task, users=users, instances=instances)
 
 
-def model_plan(task, checkpoints, up_name, options: RunOptions) -> dict[str, dict]:
-    """Which models run on this task (Table 2): names -> how to build them."""
+def model_plan(task, checkpoints, up_name, options: RunOptions, representations=()) -> dict[str, dict]:
+    """Which models run on this task (Table 2): names -> how to build them. `representations`: names of the
+    representation baselines in `Inputs.embeddings` ("SVD", ...): U-MLP rows after the checkpoints' (the first
+    U-MLP row stays the primary checkpoint's), never UP-Trans or fine-tuning inputs."""
     plan: dict[str, dict] = {}
     if "u-mlp" in options.models:
         for name in checkpoints:
             plan[f"U-MLP {name}"] = {"kind": "mlp", "vectors": name}
+        for name in representations:
+            plan[f"U-MLP {name}"] = {"kind": "mlp", "vectors": name, "representation": True}
     if "p-trans" in options.models:
         plan["P-Trans"] = {"kind": "trans", "sequences": "purchases"}
     if "up-trans" in options.models:
@@ -313,17 +438,17 @@ def model_plan(task, checkpoints, up_name, options: RunOptions) -> dict[str, dic
     if options.finetune and task.name in TARGETING_TASKS:
         plan[f"Fine-tuned {up_name}"] = {"kind": "finetune", "checkpoint": up_name}
     if "baselines" in options.models:
-        if task.kind == "classification":
-            plan["LogReg TF-IDF+RFM"] = {"kind": "logreg"}
-        else:
-            plan["Popularity"] = {"kind": "popularity"}
-            plan["Co-occurrence"] = {"kind": "cooccurrence"}
+        names = CLASSIFICATION_BASELINES if task.kind == "classification" else RECOMMENDATION_BASELINES
+        plan.update({name: {"kind": kind} for name, kind in names.items()})
     return plan
+
+
+BASELINE_KINDS = frozenset(CLASSIFICATION_BASELINES.values()) | frozenset(RECOMMENDATION_BASELINES.values())
 
 
 def run_model(spec: dict, task, split, negatives, seed: int, inputs: Inputs, tables, options: RunOptions) -> dict:
     kind = spec["kind"]
-    if kind in ("logreg", "popularity", "cooccurrence"):
+    if kind in BASELINE_KINDS:
         return run_baseline(kind, task, split, negatives, seed, tables, inputs)
     if kind == "finetune":
         return run_finetune(spec, task, split, seed, inputs, options)
@@ -349,15 +474,23 @@ def run_model(spec: dict, task, split, negatives, seed: int, inputs: Inputs, tab
 
 
 def run_baseline(kind: str, task, split, negatives, seed: int, tables, inputs: Inputs) -> dict:
+    """A classical baseline on this split: its test metrics and its validation metric (`val_auroc`: the validation
+    AUROC of the C chosen on validation; `val_mrr`: the sampled MRR on the same validation instances and fixed
+    negatives the neural models select on). Label-aware recommenders count the training users' labels only."""
     from . import baselines
 
-    if kind == "logreg":
-        return baselines.run_logistic_regression(task, tables, seed)
-    if kind == "popularity":
-        model = baselines.PopularityRecommender(task)
+    if kind in ("logreg", "logreg_rfm"):
+        return baselines.run_logistic_regression(task, tables, seed,
+                                                 feature_set="rfm" if kind == "logreg_rfm" else "tfidf+rfm")
+    val_ids = validation_instances(task, split, seed)
+    info: dict = {}
+    if kind in ("popularity", "cooccurrence"):
+        model = inputs.recommender(kind, task, tables)
     else:
-        model = baselines.CooccurrenceRecommender(task, tables)
-    return ranking_report(task, split["test"], negatives, model.score_pairs)
+        cooccurrence = inputs.recommender("cooccurrence", task, tables) if kind == "hybrid" else None
+        model, info = baselines.label_aware_recommender(kind, task, split, negatives, val_ids, cooccurrence)
+    return {**ranking_report(task, split["test"], negatives, model.score_pairs),
+            "val_mrr": validation_mrr(task, val_ids, negatives, model.score_pairs), **info}
 
 
 class FineTuneTower(torch.nn.Module):
@@ -380,8 +513,9 @@ def run_finetune(spec, task, split, seed, inputs: Inputs, options: RunOptions) -
     user_inputs = UserInputs(inputs.purchases.user_ids, rows=inputs.purchases.rows,
                              text_embeddings=inputs.purchases.text_embeddings,
                              max_length=config["max_position_embeddings"] - 1)
+    # the same patience as the Transformers trained from scratch (issue 10: every trained model gets the same chance)
     return run_classification(task, split, user_inputs, lambda: FineTuneTower(path), options.finetune_lrs, seed,
-                              options.finetune_max_epochs, 1)
+                              options.finetune_max_epochs, options.trans_patience)
 
 
 def write_json(path: Path, data) -> None:
@@ -400,4 +534,5 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
-__all__ = ["RunOptions", "checkpoint_label", "parse_models", "run"]
+__all__ = ["MAX_VALIDATION_INSTANCES", "RunOptions", "check_options", "checkpoint_label", "parse_models",
+           "protocol_description", "run"]

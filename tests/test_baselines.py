@@ -284,3 +284,108 @@ def test_run_logistic_regression_accepts_load_raw_tables_output(real_tables):
     mini = mini_tables()
     mini["transactions"] = mini["transactions"].drop(columns=["basket_id"])
     assert "basket_id" not in B.with_baseline_columns(mini)["transactions"]
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Label-aware baselines (issue 10): train-label popularity, the hybrid, LogReg on RFM alone, validation metrics
+# ------------------------------------------------------------------------------------------------------------------
+from test_eval_tasks import random_tables, random_tasks  # noqa: E402,F401  (fixtures)
+
+
+def labelled_rec_task() -> Task:
+    """Items a-d (pre-cutoff log_popularity 0, 2, 1, 1); positives u1: a, b; u2: a; u3: c (u3 is not a train user)."""
+    task = rec_task("next_product_type", ["a", "b", "c", "d"], [0.0, 2.0, 1.0, 1.0])
+    task.instances = pd.DataFrame({"instance_id": [0, 1, 2, 3], "user_id": ["u1", "u1", "u2", "u3"],
+                                   "item_id": ["a", "b", "a", "c"], "context_id": "window"})
+    return task
+
+
+def test_train_label_popularity_counts_training_users_only():
+    task = labelled_rec_task()
+    rec = B.TrainLabelPopularityRecommender(task, ["u1", "u2"])
+    assert rec.train_counts.tolist() == [2, 1, 0, 0] and rec.num_train_instances == 3   # u3's c is not counted
+    raw = B.TrainLabelPopularityRecommender(task, ["u1", "u2"], tie_break=False)
+    items = np.array(["a", "b", "c", "d"], dtype=object)
+    assert raw.score_pairs(np.array(["x"] * 4, object), items).tolist() == \
+        pytest.approx([math.log1p(2), math.log1p(1), 0, 0])
+    s = rec.score_pairs(np.array(["x"] * 4, object), items)
+    assert s[0] > s[1] > max(s[2], s[3]) and s[2] != s[3]   # b beats c, d though less popular before the cutoff
+    assert sorted(s.tolist()) == [0, 1, 2, 3]               # a fixed rank per item: the same in every call
+    # ties among unseen items follow the pre-cutoff popularity first
+    task.items["log_popularity"] = [0.0, 2.0, 1.0, 3.0]
+    s = B.TrainLabelPopularityRecommender(task, ["u1", "u2"]).score_pairs(np.array(["x"] * 2, object),
+                                                                          np.array(["c", "d"], dtype=object))
+    assert s[1] > s[0]
+
+
+def test_hybrid_blends_standardised_scores(random_tasks, random_tables):  # noqa: F811
+    task = random_tasks["campaign_coupons"]
+    split = B.split_users(task, 0)
+    popularity = B.TrainLabelPopularityRecommender(task, split["train"])
+    cooc = B.CooccurrenceRecommender(task, random_tables)
+    items = task.items["item_id"].to_numpy(dtype=object)
+    user = split["test"][0]
+    users = np.full(len(items), user, dtype=object)
+    raw = cooc.raw_scores(users, items)
+    mean, sd = cooc.user_moments([user, "nobody"])
+    assert mean[0] == pytest.approx(raw.mean()) and sd[0] == pytest.approx(raw.std())
+    assert mean[1] == 0 and sd[1] == 0                       # no pre-cutoff purchase: no co-occurrence term
+    hybrid = B.HybridRecommender(popularity, cooc, weight=1.0)
+    assert np.array_equal(np.argsort(hybrid.score_pairs(users, items)),
+                          np.argsort(popularity.score_pairs(users, items)))      # a = 1: train popularity
+    hybrid.weight = 0.0
+    s = hybrid.score_pairs(users, items)
+    higher = raw[:, None] > raw[None, :]
+    assert (s[:, None] > s[None, :])[higher].all()                              # a = 0: co-occurrence
+    hybrid.weight = 0.5
+    z_pop = (popularity.log_train_popularity - popularity.log_train_popularity.mean()) / \
+        popularity.log_train_popularity.std()
+    expected = 0.5 * z_pop[task.item_positions(items)] + 0.5 * (raw - raw.mean()) / raw.std()
+    assert hybrid.score_pairs(users, items) == pytest.approx(expected, abs=1e-8)
+
+
+def test_hybrid_weight_is_chosen_on_validation_instances_only(random_tasks, random_tables, tmp_path,  # noqa: F811
+                                                              monkeypatch):
+    task = random_tasks["campaign_coupons"]
+    split = B.split_users(task, 0)
+    negatives = B.fixed_negatives(task, 0, tmp_path)
+    val_ids = B.validation_instances(task, split, 0)
+    assert set(val_ids) == set(B.instances_of(task, split["validation"]))
+    seen = []
+    real = B.sampled_ranking_metrics
+
+    def recording(task_, ids, negs, score_pairs, **kwargs):
+        seen.append(set(ids))
+        return real(task_, ids, negs, score_pairs, **kwargs)
+
+    monkeypatch.setattr(B, "sampled_ranking_metrics", recording)
+    model, info = B.label_aware_recommender("hybrid", task, split, negatives, val_ids, tables=random_tables)
+    assert len(seen) == len(B.HYBRID_WEIGHTS) and all(ids == set(val_ids) for ids in seen)
+    by_weight = info["val_mrr_by_weight"]
+    assert info["weight"] == model.weight and by_weight[str(model.weight)] == max(by_weight.values())
+    with pytest.raises(ValueError, match="unknown label-aware recommender"):
+        B.label_aware_recommender("oracle", task, split, negatives, val_ids, tables=random_tables)
+
+
+def test_every_recommendation_baseline_reports_val_mrr(random_tasks, random_tables, tmp_path):  # noqa: F811
+    task = random_tasks["next_product_type"]
+    for name in B.RECOMMENDERS + B.LABEL_AWARE_RECOMMENDERS:
+        r = B.run_recommendation_baseline(name, task, random_tables, 1, tmp_path, cold_heavy=False)
+        assert 0 < r["val_mrr"] <= 1 and 0 < r["mrr"] <= 1, name
+    assert "weight" in r and r["num_train_instances"] > 0
+
+
+def test_logistic_regression_on_rfm_alone():
+    task, features = synthetic_classification()
+    names = np.array([f"product_type:t{i}" for i in range(16)] + [f"rfm:log1p_{n}" for n in B.RFM_FEATURES],
+                     dtype=object)
+    features = B.PurchaseFeatures(features.user_ids, features.matrix, names)
+    assert list(features.select("rfm:").feature_names) == list(names[16:])
+    both = B.run_logistic_regression(task, features, seed=0)
+    rfm = B.run_logistic_regression(task, features, seed=0, feature_set="rfm")
+    assert both["num_features"] == 20 and rfm["num_features"] == 4 and rfm["features"] == "rfm"
+    for r in (both, rfm):
+        assert r["val_auroc"] == r["validation_auroc"] == r["validation_auroc_by_C"][str(r["best_C"])]
+    assert both["auroc"] > 0.75 > rfm["auroc"]              # the signal sits in columns 0 and 1 (not RFM)
+    with pytest.raises(ValueError, match="unknown feature_set"):
+        B.run_logistic_regression(task, features, seed=0, feature_set="categories")
