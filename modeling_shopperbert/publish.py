@@ -50,6 +50,8 @@ DATA_FILES = ("metadata.json", "vocab.json")
 REQUIRED_METADATA = ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year",
                      "text_model")
 DOWNSTREAM_RESULTS_FILE = "downstream_results.json"
+# Representations anyone can compute (eval_suite's representation baselines): kept beside the checkpoint's U-MLP.
+TRIVIAL_REPRESENTATIONS = ("SVD", "SBERT-mean", "Random")
 CARD_FILE = "README.md"
 # Every file a published folder must hold (the optional ones are listed in the module docstring).
 REQUIRED_FILES = ("config.json", "model.safetensors", *REMOTE_CODE_FILES, *DATA_FILES, CARD_FILE)
@@ -223,11 +225,12 @@ def results_for_checkpoint(results: dict, label: str) -> tuple[dict, list[str]]:
     from eval_suite.report import summarise
 
     ours = f"U-MLP {label}"
+    trivial = {f"U-MLP {name}" for name in TRIVIAL_REPRESENTATIONS}
     kept = copy.deepcopy(results)
     dropped = set()
     for entry in kept["tasks"].values():
         for name in list(entry["models"]):
-            if name.startswith("U-MLP ") and name != ours:
+            if name.startswith("U-MLP ") and name != ours and name not in trivial:
                 dropped.add(name[len("U-MLP "):])
                 del entry["models"][name]
         entry.pop("comparisons", None)
@@ -275,6 +278,7 @@ def render_model_card(sources: Sources, config: dict, num_parameters: dict, file
     from huggingface_hub import ModelCard, ModelCardData
 
     from .configuration_shopperbert import MPP_HEADS
+    from .mpp_rules import rule_table
 
     meta, info = sources.metadata, sources.training_info
     eval_results = mpp_eval_results(info, meta)
@@ -311,8 +315,15 @@ def render_model_card(sources: Sources, config: dict, num_parameters: dict, file
         + ("(mean of the final purchase-token states, the paper's ShopperBERT-MP)."
            if config["user_representation"] == "mean" else "(the final [CLS] state, the paper's ShopperBERT-CLS)."),
         f"- A purchase token is the mean of a product vector (its four category embeddings and a projection of the "
-        f"description's `{text_model}` vector, {text_dim}-dim, projected together: the paper's eq. 1), five date "
-        "embeddings (year, month, day, weekday, hour) and a position embedding.",
+        f"description's `{text_model}` vector, {text_dim}-dim, projected together: the paper's eq. 1), "
+        + ("five date embeddings (year, month, day, weekday, hour) and a position embedding (a 7-way mean)."
+           if config.get("embedding_combination", "mean") == "mean" else
+           "the mean of five date embeddings (year, month, day, weekday, hour) and a position embedding (a 3-way "
+           "mean: `embedding_combination=\"grouped\"`)."),
+        f"- Pre-training objective: masked purchase prediction (nine heads)"
+        + (f" plus {config['contrastive_weight']:g} x a user-level InfoNCE loss between two Algorithm 1 views of "
+           f"each user (temperature {config.get('contrastive_temperature', 0.1):g}, in-batch negatives)."
+           if config.get("contrastive_weight", 0) else "."),
         "",
         "## Usage",
         "",
@@ -389,18 +400,13 @@ def render_model_card(sources: Sources, config: dict, num_parameters: dict, file
         lines += [
             f"### Masked purchase prediction on validation households (step {step})",
             "",
-            f"Validation MPP loss {info['eval/loss']:.4f}. Accuracy on masked purchases against the prior baseline "
-            "that always predicts the head's most frequent training class:",
+            f"Validation MPP loss {info['eval/loss']:.4f}. Accuracy on masked purchases (fixed masks) against three "
+            "rules that learn nothing: the prior (the head's most frequent training class), the user's most frequent "
+            "category among their unmasked purchases (user mode), and the most frequent among the unmasked purchases "
+            "of the same basket, i.e. same date and hour, else the user mode (basket mode):",
             "",
-            "| head | accuracy | prior baseline | masked tokens |",
-            "|---|---:|---:|---:|",
+            rule_table(info, MPP_HEADS, model_name="accuracy", bold_no=True, with_count=True),
         ]
-        for head in MPP_HEADS:
-            if f"eval/accuracy_{head}" not in info:
-                continue
-            prior = info.get(f"eval/prior_accuracy_{head}")
-            lines.append(f"| {head} | {info[f'eval/accuracy_{head}']:.4f} | "
-                         f"{'–' if prior is None else f'{prior:.4f}'} | {info.get(f'eval/count_{head}', '–')} |")
         lines.append("")
     else:
         lines += ["No validation MPP metrics were recorded with this checkpoint (no training_info.json).", ""]
