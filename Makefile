@@ -11,17 +11,18 @@ export HF_EVALUATE_OFFLINE := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-# The demo: Complete Journey before the evaluation cutoff -> small preset -> downstream suite (quick mode).
+# The demo: Complete Journey before the evaluation cutoff -> the released checkpoint shipped in shopperbert/ ->
+# downstream suite (quick mode). `make pretrain` trains a short run of your own instead (CHECKPOINT=its folder).
 CUTOFF ?= 2017-10-02
 DATA ?= data/cj
 RUN ?= runs/cj-small
-CHECKPOINT ?= shopperbert-completejourney-small
+CHECKPOINT ?= shopperbert
 RESULTS ?= results/demo
-DEMO_EPOCHS ?= 8
+PRETRAIN_EPOCHS ?= 8
 LAUNCH := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1 --mixed_precision no \
           --dynamo_backend no
 
-.PHONY: install test demo data pretrain evaluate clean
+.PHONY: install test demo data pretrain release evaluate clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,20 +37,25 @@ test: install
 
 demo: install
 	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory data pretrain evaluate && \
-	echo "make demo finished in $$(( $$(date +%s) - start )) s; results in $(RESULTS)/, model in $(CHECKPOINT)/"
+	$(MAKE) --no-print-directory data evaluate && \
+	echo "make demo finished in $$(( $$(date +%s) - start )) s; results in $(RESULTS)/, model $(CHECKPOINT)/"
 
 data: install
 	test -f $(DATA)/metadata.json || $(PY) -m data_prep build --source completejourney --end-date $(CUTOFF) \
 	    --out $(DATA)
 
+# A short pre-training run of your own (the released recipe, fewer epochs): runs/cj-small/best/.
 pretrain: data
-	test -f $(RUN)/final/config.json || $(LAUNCH) train.py --data $(DATA) --preset small --output $(RUN) \
-	    --num-epochs $(DEMO_EPOCHS)
-	rm -rf $(CHECKPOINT) && cp -r $(RUN)/final $(CHECKPOINT)
+	test -f $(RUN)/final/config.json || $(LAUNCH) train.py --config configs/release.yaml --data $(DATA) \
+	    --output $(RUN) --num-epochs $(PRETRAIN_EPOCHS)
 
-evaluate: pretrain
+# The released checkpoint's run (long: see README), then the Hub-ready folder shopperbert/ from its best/.
+release: data
+	test -f runs/release/final/config.json || $(LAUNCH) train.py --config configs/release.yaml --data $(DATA) \
+	    --output runs/release
+
+evaluate: data
 	$(PY) -m eval_suite run --model $(CHECKPOINT) --data $(DATA) --tasks all --quick --out $(RESULTS)
 
 clean:
-	rm -rf $(VENV) data runs results $(CHECKPOINT)
+	rm -rf $(VENV) data runs $(RESULTS)

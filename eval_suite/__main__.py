@@ -2,10 +2,13 @@
 
     python -m eval_suite run --model runs/cj-small/final --data data/cj --tasks all --repeats 10 --out results/
     python -m eval_suite run --model ... --quick          # the `make demo` setting: 2 seeds, short schedules
+    python -m eval_suite probe --model NAME=PATH --data data/cj --repeats 10 --out results/probe   # linear probes
     python -m eval_suite costs --model ... --data data/cj --out results/costs        # Table 3 analogue
     python -m eval_suite visualize --embeddings results/demo/embeddings/MP+A.parquet --out results/demo/umap.png
     python -m eval_suite ablation --out results/ablation --months 1,3,6,9             # Figure 3 analogue
     python -m eval_suite describe                                                      # task counts (TASKS.md)
+    python -m eval_suite recipe --run NAME=RUN ... --probe results/probe --out results/recipe   # recipe ablation
+    python -m eval_suite release-record --results results/release/cls --label ShopperBERT     # checksums
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eval_suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True,
-                                help="run; also costs, visualize, ablation, describe, model-card (each has --help)")
+                                help="run; also probe, costs, visualize, ablation, describe, model-card, recipe, "
+                                     "release-record (each has --help)")
     run = sub.add_parser("run", help="downstream experiments: Tables 4-6 of the paper")
     run.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
                      help="a pre-trained ShopperBERT folder; repeat for several (named MP, MP+A, CLS, CLS+A from "
@@ -30,10 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
     run.add_argument("--out", default="results", help="output folder (results.json, tables, negatives)")
     run.add_argument("--quick", action="store_true",
-                     help="short schedules for `make demo`: 2 seeds, one learning rate for Transformers, 4 epochs, "
+                     help="a reduced protocol for `make demo` (it says so in its output and results.json): 2 seeds, "
+                          "one learning rate per model kind, at most 20 epochs for MLPs and 3 for Transformers, "
                           "the most recent 64 purchases for P-/UP-/T-Trans")
     run.add_argument("--models", default=None,
                      help="subset of u-mlp,p-trans,up-trans,t-trans,baselines (default: all)")
+    run.add_argument("--representations", default="svd,sbert,random",
+                     help="representation baselines that get U-MLP rows like the checkpoints ('U-MLP SVD', "
+                          "'U-MLP SBERT-mean', 'U-MLP Random'): comma-separated subset of svd,sbert,random, or none "
+                          "(default: all three)")
     run.add_argument("--finetune", action="store_true", help="also fine-tune ShopperBERT on the targeting tasks")
     run.add_argument("--trans-max-length", type=int, default=None,
                      help="purchases per user for P-/UP-/T-Trans (default 128; 64 with --quick)")
@@ -52,8 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
 from .tasks import TASK_NAMES as TASKS  # noqa: E402
 
 
-SUBMODULES = {"costs": "costs", "visualize": "visualize", "ablation": "ablation", "describe": "describe_tasks",
-              "model-card": "model_card"}
+SUBMODULES = {"probe": "probe", "costs": "costs", "visualize": "visualize", "ablation": "ablation",
+              "describe": "describe_tasks", "model-card": "model_card", "recipe": "recipe",
+              "release-record": "release"}
+
+
+def command_line(argv: list[str]) -> str:
+    """The command as typed (shell-quoted), recorded in results.json so that every table names its command."""
+    import shlex
+
+    return shlex.join(["python", "-m", "eval_suite", *argv])
 
 
 def main(argv=None) -> int:
@@ -65,8 +82,15 @@ def main(argv=None) -> int:
         return module.main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     if args.command == "run":
+        from .representations import parse_representations
+
+        try:
+            representations = parse_representations(args.representations)
+        except ValueError as err:
+            print(f"error: --representations {args.representations}: {err}", file=sys.stderr)
+            return 2
         from .report import write_tables
-        from .run import RunOptions, parse_models, run
+        from .run import RunOptions, check_options, parse_models, protocol_description, run
 
         tasks = list(TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
         unknown = [t for t in tasks if t not in TASKS]
@@ -93,11 +117,16 @@ def main(argv=None) -> int:
         if args.models:
             overrides["models"] = tuple(m.strip() for m in args.models.split(","))
         overrides.update(first_seed=args.first_seed, finetune=args.finetune, threads=args.threads,
-                         max_users=args.max_users)
+                         max_users=args.max_users, representations=representations)
         options = RunOptions.quick(**overrides) if args.quick else RunOptions(**overrides)
         checkpoints = parse_models(args.model)
+        try:
+            check_options(checkpoints, options)
+        except ValueError as err:
+            print(err, file=sys.stderr)
+            return 2
         out = Path(args.out)
-        results = run(checkpoints, Path(args.data), tasks, out, options)
+        results = run(checkpoints, Path(args.data), tasks, out, options, command=command_line(argv))
         tables = write_tables(results, out)
         print("\n## Table 4 analogue\n\n" + tables["table4.md"])
         print("\n## The paper's headline, task by task\n\n" + tables["headline.md"])
@@ -106,7 +135,8 @@ def main(argv=None) -> int:
 
             update_model_card(Path(args.model_card), results, out)
             print(f"updated {args.model_card}")
-        print(f"\nwrote {out / 'results.json'} and tables in {out}/ ({results['seconds']:.0f} s)")
+        print(f"\nprotocol: {protocol_description(options)}")
+        print(f"wrote {out / 'results.json'} and tables in {out}/ ({results['seconds']:.0f} s)")
     return 0
 
 

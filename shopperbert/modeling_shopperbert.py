@@ -1,0 +1,699 @@
+# Copyright 2026 The shopperbert authors.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+"""PyTorch ShopperBERT model.
+
+This file travels inside checkpoints as remote code: it imports only torch, transformers and the configuration file
+next to it.
+
+Shapes in comments: B batch, T tokens ([CLS] + purchases), H hidden, nh heads, hs head size, D text dimension,
+N masked purchases in the batch, V a head's vocabulary.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.utils import ModelOutput
+
+from .configuration_shopperbert import (
+    CATEGORY_FIELDS,
+    CLS_ID,
+    DATE_FIELDS,
+    MASK_ID,
+    MPP_HEADS,
+    PAD_ID,
+    ShopperBertConfig,
+)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Outputs
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class ShopperBertModelOutput(ModelOutput):
+    """
+    Output of [`ShopperBertModel`].
+
+    Args:
+        last_hidden_state (`torch.FloatTensor` of shape `(batch_size, sequence_length, hidden_size)`):
+            Final hidden vector of every token; position 0 is [CLS].
+        user_embedding (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            The user representation: the mean of the final hidden vectors of the purchase tokens
+            (`config.user_representation == "mean"`, the paper's MP) or the final [CLS] vector (`"cls"`).
+        hidden_states (`tuple(torch.FloatTensor)`, *optional*, returned when `output_hidden_states=True`):
+            The embedding output and the output of each layer, each `(batch_size, sequence_length, hidden_size)`.
+        attentions (`tuple(torch.FloatTensor)`, *optional*, returned when `output_attentions=True`):
+            Attention probabilities of each layer, each `(batch_size, num_heads, sequence_length, sequence_length)`.
+    """
+
+    last_hidden_state: torch.FloatTensor | None = None
+    user_embedding: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class ShopperBertForPreTrainingOutput(ModelOutput):
+    """
+    Output of [`ShopperBertForMaskedPurchasePrediction`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            The MPP loss: mean over the heads of each head's cross-entropy (heads without any label in the batch
+            are left out of the mean).
+        loss (continued): plus `config.contrastive_weight` times `contrastive_loss` when that is computed.
+        head_losses (`torch.FloatTensor` of shape `(9,)`, *optional*, returned when `labels` is given):
+            Cross-entropy of each head in `MPP_HEADS` order (0 for a head without labels in the batch).
+        contrastive_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `view_index` is given and
+            `config.contrastive_weight > 0`): the InfoNCE loss between the two views of each user.
+        logits (`tuple(torch.FloatTensor)` of 9 tensors, each `(num_masked, head_vocab_size)`):
+            Prediction scores of each head for every masked purchase, in row-major order of `masked_positions`
+            (so `logits[k][i]` predicts `labels[masked_positions][i, k]`).
+        user_embedding (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            The user representation (see [`ShopperBertModelOutput`]).
+        hidden_states, attentions: as in [`ShopperBertModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    head_losses: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    logits: tuple[torch.FloatTensor, ...] | None = None
+    user_embedding: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class ShopperBertForSequenceClassificationOutput(ModelOutput):
+    """
+    Output of [`ShopperBertForSequenceClassification`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+            Cross-entropy (or MSE when `config.num_labels == 1`) of the user-level prediction.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`):
+            Classification scores before softmax.
+        user_embedding (`torch.FloatTensor` of shape `(batch_size, hidden_size)`):
+            The user representation fed to the classifier.
+        hidden_states, attentions: as in [`ShopperBertModelOutput`].
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    user_embedding: torch.FloatTensor | None = None
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Input checks: a bad id must fail here with a message, not as an index error deep inside torch
+# ----------------------------------------------------------------------------------------------------------------
+def check_inputs(config: ShopperBertConfig, category_ids, date_ids, text_embeds, attention_mask=None) -> bool:
+    """Validate the model inputs against `config`; raise `ValueError` naming the field and the value.
+
+    Returns whether `attention_mask` masks anything (padding), read in the same single device sync.
+    """
+    if category_ids.dim() != 3 or category_ids.shape[-1] != len(CATEGORY_FIELDS):
+        raise ValueError(f"category_ids must have shape (batch, tokens, 4), got {tuple(category_ids.shape)}")
+    batch_size, seq_len = category_ids.shape[:2]
+    if date_ids.shape != (batch_size, seq_len, len(DATE_FIELDS)):
+        raise ValueError(f"date_ids must have shape ({batch_size}, {seq_len}, 5), got {tuple(date_ids.shape)}")
+    if text_embeds.shape != (batch_size, seq_len, config.text_embedding_size):
+        raise ValueError(
+            f"text_embeds must have shape ({batch_size}, {seq_len}, {config.text_embedding_size}) "
+            f"(config.text_embedding_size), got {tuple(text_embeds.shape)}"
+        )
+    if attention_mask is not None and attention_mask.shape != (batch_size, seq_len):
+        raise ValueError(f"attention_mask must have shape ({batch_size}, {seq_len}), got {tuple(attention_mask.shape)}")
+    if seq_len > config.max_position_embeddings:
+        raise ValueError(
+            f"sequence of {seq_len} tokens is longer than the position table "
+            f"(config.max_position_embeddings={config.max_position_embeddings}: [CLS] + {config.max_purchases} "
+            "purchases); truncate to the most recent purchases (the collator's max_length does this)"
+        )
+    if torch.compiler.is_compiling() or category_ids.numel() == 0:
+        return True
+    names = CATEGORY_FIELDS + DATE_FIELDS
+    sizes = config.head_vocab_sizes
+    ids = torch.cat([category_ids, date_ids], dim=-1)  # (B, T, 9)
+    padded = (attention_mask == 0).any() if attention_mask is not None else ids.new_zeros(())
+    stats = torch.cat([ids.amin(dim=(0, 1)), ids.amax(dim=(0, 1)), padded.long().reshape(1)]).tolist()  # one sync
+    lowest, highest = stats[:len(names)], stats[len(names):2 * len(names)]
+    for name, size, low, high in zip(names, sizes, lowest, highest):
+        if low < 0 or high >= size:
+            bad = high if high >= size else low
+            raise ValueError(
+                f"{name} id {bad} is outside its vocabulary [0, {size}) "
+                f"(config.{'category_vocab_sizes' if name in CATEGORY_FIELDS else name + '_vocab_size'})"
+            )
+    return bool(stats[-1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Modules
+# ----------------------------------------------------------------------------------------------------------------
+class ShopperBertEmbeddings(nn.Module):
+    """Token vector of a purchase: the average of the product embedding, five date embeddings and the position.
+
+    x_prod = f_prod([g(c1) || g(c2) || g(c3) || g(c4) || f_text(e)])       (paper, eq. 1)
+    token  = mean(x_prod, g(year), g(month), g(day), g(weekday), g(hour), p)      embedding_combination="mean"
+    token  = mean(x_prod, mean(g(year), ..., g(hour)), p)                         embedding_combination="grouped"
+
+    [CLS], [MASK] and padding carry their reserved id in all nine fields, so a masked token hides both its product
+    and its date; their text vector is zeroed here, whatever the caller passed.
+    """
+
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__()
+        hidden = config.hidden_size
+        self.category_embeddings = nn.ModuleList(
+            [nn.Embedding(size, hidden, padding_idx=PAD_ID) for size in config.category_vocab_sizes]
+        )
+        self.text_projection = nn.Linear(config.text_embedding_size, hidden)  # f_text
+        self.product_projection = nn.Linear(hidden * (len(CATEGORY_FIELDS) + 1), hidden)  # f_prod
+        self.date_embeddings = nn.ModuleList(
+            [nn.Embedding(size, hidden, padding_idx=PAD_ID) for size in config.head_vocab_sizes[len(CATEGORY_FIELDS):]]
+        )
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, hidden)
+        self.LayerNorm = nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.position_ids = nn.Buffer(torch.arange(config.max_position_embeddings).expand((1, -1)), persistent=False)
+        self.combination = config.embedding_combination
+
+    def forward(self, category_ids, date_ids, text_embeds, position_ids=None):
+        seq_len = category_ids.shape[1]
+        if position_ids is None:
+            position_ids = self.position_ids[:, :seq_len]  # (1, T)
+        is_purchase = category_ids[..., 0] > CLS_ID  # (B, T) real purchases, [UNK] category included
+        text = text_embeds.to(self.text_projection.weight.dtype) * is_purchase.unsqueeze(-1)  # (B, T, D)
+        parts = [emb(category_ids[..., i]) for i, emb in enumerate(self.category_embeddings)]  # 4 x (B, T, H)
+        parts.append(self.text_projection(text))  # (B, T, H)
+        x_prod = self.product_projection(torch.cat(parts, dim=-1))  # (B, T, H)
+        dates = self.date_embeddings[0](date_ids[..., 0])  # (B, T, H)
+        for i, emb in enumerate(self.date_embeddings[1:], start=1):
+            dates = dates + emb(date_ids[..., i])  # (B, T, H) sum of the five date embeddings
+        position = self.position_embeddings(position_ids)  # (1 or B, T, H)
+        if self.combination == "grouped":
+            embeddings = (x_prod + dates / len(DATE_FIELDS) + position) / 3  # mean(x_prod, mean(dates), p)
+        else:
+            embeddings = (x_prod + dates + position) / (len(DATE_FIELDS) + 2)  # average of 7 vectors, (B, T, H)
+        embeddings = self.LayerNorm(embeddings)
+        return self.dropout(embeddings)
+
+
+def eager_attention_forward(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Reference attention: softmax(q k^T * scaling, masked) v. Same signature as transformers' interfaces.
+
+    `attention_mask` is a boolean `(B, 1, 1, T)` key mask (True = attend), or None to attend everywhere.
+    """
+    attn_weights = torch.matmul(query, key.transpose(2, 3)) * scaling  # (B, nh, T, T)
+    if attention_mask is not None:
+        attn_weights = attn_weights.masked_fill(~attention_mask, torch.finfo(attn_weights.dtype).min)
+    attn_weights = F.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query.dtype)  # (B, nh, T, T)
+    attn_weights = F.dropout(attn_weights, p=dropout, training=module.training)
+    attn_output = torch.matmul(attn_weights, value)  # (B, nh, T, hs)
+    return attn_output.transpose(1, 2).contiguous(), attn_weights  # (B, T, nh, hs)
+
+
+class ShopperBertSelfAttention(nn.Module):
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__()
+        self.config = config
+        self.num_attention_heads = config.num_attention_heads
+        self.attention_head_size = config.hidden_size // config.num_attention_heads
+        self.scaling = self.attention_head_size**-0.5
+        self.query = nn.Linear(config.hidden_size, config.hidden_size)
+        self.key = nn.Linear(config.hidden_size, config.hidden_size)
+        self.value = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self.is_causal = False
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
+        input_shape = hidden_states.shape[:-1]  # (B, T)
+        hidden_shape = (*input_shape, -1, self.attention_head_size)
+        query = self.query(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, nh, T, hs)
+        key = self.key(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, nh, T, hs)
+        value = self.value(hidden_states).view(hidden_shape).transpose(1, 2)  # (B, nh, T, hs)
+
+        implementation = self.config._attn_implementation
+        if output_attentions or implementation in (None, "eager"):
+            attention_interface: Callable = eager_attention_forward
+        else:
+            attention_interface = ALL_ATTENTION_FUNCTIONS[implementation]
+        attn_output, attn_weights = attention_interface(
+            self,
+            query,
+            key,
+            value,
+            attention_mask,
+            dropout=self.dropout.p if self.training else 0.0,
+            scaling=self.scaling,
+            is_causal=False,
+        )
+        attn_output = attn_output.reshape(*input_shape, -1).contiguous()  # (B, T, H)
+        return attn_output, attn_weights
+
+
+class ShopperBertSelfOutput(nn.Module):
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, input_tensor):
+        hidden_states = self.dropout(self.dense(hidden_states))  # (B, T, H)
+        return self.LayerNorm(hidden_states + input_tensor)  # (B, T, H)
+
+
+class ShopperBertAttention(nn.Module):
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__()
+        self.self = ShopperBertSelfAttention(config)
+        self.output = ShopperBertSelfOutput(config)
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
+        attn_output, attn_weights = self.self(hidden_states, attention_mask, output_attentions)
+        return self.output(attn_output, hidden_states), attn_weights  # (B, T, H)
+
+
+class ShopperBertIntermediate(nn.Module):
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.intermediate_act_fn = ACT2FN[config.hidden_act]
+
+    def forward(self, hidden_states):
+        return self.intermediate_act_fn(self.dense(hidden_states))  # (B, T, 4H)
+
+
+class ShopperBertOutput(nn.Module):
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, hidden_states, input_tensor):
+        hidden_states = self.dropout(self.dense(hidden_states))  # (B, T, H)
+        return self.LayerNorm(hidden_states + input_tensor)  # (B, T, H)
+
+
+class ShopperBertLayer(GradientCheckpointingLayer):
+    """One post-LayerNorm BERT block: self-attention, then the GELU feed-forward network."""
+
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__()
+        self.attention = ShopperBertAttention(config)
+        self.intermediate = ShopperBertIntermediate(config)
+        self.output = ShopperBertOutput(config)
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False):
+        attention_output, attn_weights = self.attention(hidden_states, attention_mask, output_attentions)
+        layer_output = self.output(self.intermediate(attention_output), attention_output)  # (B, T, H)
+        return layer_output, attn_weights
+
+
+class ShopperBertEncoder(nn.Module):
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__()
+        self.config = config
+        self.layer = nn.ModuleList([ShopperBertLayer(config) for _ in range(config.num_hidden_layers)])
+
+    def forward(self, hidden_states, attention_mask=None, output_attentions=False, output_hidden_states=False):
+        all_hidden_states = (hidden_states,) if output_hidden_states else None
+        all_attentions = () if output_attentions else None
+        for layer_module in self.layer:
+            hidden_states, attn_weights = layer_module(hidden_states, attention_mask, output_attentions)
+            if output_hidden_states:
+                all_hidden_states = all_hidden_states + (hidden_states,)
+            if output_attentions:
+                all_attentions = all_attentions + (attn_weights,)
+        return hidden_states, all_hidden_states, all_attentions
+
+
+class ShopperBertPredictionHead(nn.Module):
+    """One MPP head: a two-layer MLP with GELU (BERT's transform: dense, GELU, LayerNorm; then the decoder)."""
+
+    def __init__(self, config: ShopperBertConfig, vocab_size: int):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.transform_act_fn = ACT2FN[config.hidden_act]
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.decoder = nn.Linear(config.hidden_size, vocab_size)
+
+    def forward(self, hidden_states):
+        hidden_states = self.LayerNorm(self.transform_act_fn(self.dense(hidden_states)))  # (N, H)
+        return self.decoder(hidden_states)  # (N, V)
+
+
+class ShopperBertMPPHeads(nn.Module):
+    """The nine masked-purchase-prediction heads: four category levels and five date fields."""
+
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__()
+        self.heads = nn.ModuleDict(
+            {name: ShopperBertPredictionHead(config, size) for name, size in zip(MPP_HEADS, config.head_vocab_sizes)}
+        )
+
+    def forward(self, hidden_states):
+        return tuple(self.heads[name](hidden_states) for name in MPP_HEADS)  # 9 x (N, V_k)
+
+
+class ShopperBertContrastiveHead(nn.Module):
+    """Projection of the user embedding for the user-level InfoNCE loss (SimCLR's head: dense, GELU, dense)."""
+
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act]
+        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, user_embedding):
+        return F.normalize(self.out(self.act(self.dense(user_embedding))).float(), dim=-1)  # (B, H), unit norm
+
+
+def info_nce_loss(projected: torch.Tensor, view_index: torch.LongTensor, temperature: float) -> torch.Tensor:
+    """InfoNCE over a batch of views: each row's positive is the other row with the same `view_index` (the other
+    view of the same user), every other row is a negative. Rows without a partner are left out of the mean.
+
+    projected: `(B, H)` unit vectors; view_index: `(B,)`. No host-device synchronisation.
+    """
+    same = view_index[:, None] == view_index[None, :]  # (B, B)
+    eye = torch.eye(len(view_index), dtype=torch.bool, device=projected.device)  # (B, B)
+    partner = same & ~eye  # (B, B)
+    logits = (projected @ projected.T) / temperature  # (B, B) cosine similarities / tau
+    logits = logits.masked_fill(eye, torch.finfo(logits.dtype).min)
+    target = partner.float().argmax(dim=-1)  # (B,) the partner's row
+    has_partner = partner.any(dim=-1).to(logits.dtype)  # (B,)
+    losses = F.cross_entropy(logits, target, reduction="none")  # (B,)
+    return (losses * has_partner).sum() / has_partner.sum().clamp(min=1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pre-trained model base
+# ----------------------------------------------------------------------------------------------------------------
+# Every Auto class a ShopperBERT checkpoint loads with: written whole into each saved config's `auto_map`
+# (transformers only writes the saved class's own entry), so one folder serves all of them with trust_remote_code.
+AUTO_MAP = {
+    "AutoConfig": "configuration_shopperbert.ShopperBertConfig",
+    "AutoModel": "modeling_shopperbert.ShopperBertModel",
+    "AutoModelForPreTraining": "modeling_shopperbert.ShopperBertForMaskedPurchasePrediction",
+    "AutoModelForSequenceClassification": "modeling_shopperbert.ShopperBertForSequenceClassification",
+}
+
+
+class ShopperBertPreTrainedModel(PreTrainedModel):
+    config_class = ShopperBertConfig
+    base_model_prefix = "shopperbert"
+    main_input_name = "category_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_attention_backend = True
+    _no_split_modules = ["ShopperBertLayer"]
+    # The MPP heads of a pre-training checkpoint are not part of the encoder or of a downstream model.
+    _keys_to_ignore_on_load_unexpected = [r"^mpp\.", r"^contrastive\."]
+
+    def _init_weights(self, module):
+        """BERT's initialisation: N(0, initializer_range) weights, zero biases, unit LayerNorm."""
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, ShopperBertEmbeddings):
+            with torch.no_grad():
+                module.position_ids.copy_(torch.arange(module.position_ids.shape[-1]).expand((1, -1)))
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained` (safetensors), with the full `auto_map` and the remote-code files."""
+        if self._auto_class is not None:
+            self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+def attention_key_mask(attention_mask: torch.Tensor) -> torch.BoolTensor | None:
+    """Boolean `(B, 1, 1, T)` key mask (True = attend) for both attention paths; None when nothing is padded, so that
+    SDPA can pick its fastest (flash) kernels."""
+    if not torch.compiler.is_compiling() and bool(attention_mask.all()):
+        return None
+    return attention_mask[:, None, None, :].bool()
+
+
+def user_pooling_mask(category_ids: torch.LongTensor) -> torch.BoolTensor:
+    """Tokens that are purchases of the user (not padding, not [CLS]); [MASK]ed purchases count as purchases."""
+    first = category_ids[..., 0]  # (B, T)
+    return (first != PAD_ID) & (first != CLS_ID)  # (B, T)
+
+
+def pool_user_embedding(last_hidden_state, category_ids, user_representation: str):
+    """The paper's two user representations: MP (mean over purchase tokens) or the [CLS] vector."""
+    if user_representation == "cls":
+        return last_hidden_state[:, 0]  # (B, H)
+    mask = user_pooling_mask(category_ids).unsqueeze(-1).to(last_hidden_state.dtype)  # (B, T, 1)
+    summed = (last_hidden_state * mask).sum(dim=1)  # (B, H)
+    return summed / mask.sum(dim=1).clamp(min=1.0)  # (B, H)
+
+
+class ShopperBertModel(ShopperBertPreTrainedModel):
+    """The ShopperBERT encoder: purchase embeddings + a BERT encoder, returning token states and the user vector.
+
+    Inputs (the collators in `modeling_shopperbert.collator` build them from prepared data):
+        category_ids (`torch.LongTensor` of shape `(batch_size, sequence_length, 4)`): ids of the four category
+            levels; position 0 is [CLS] (`CLS_ID` in every field) and padding is `PAD_ID`.
+        date_ids (`torch.LongTensor` of shape `(batch_size, sequence_length, 5)`): year, month, day, weekday, hour.
+        text_embeds (`torch.FloatTensor` of shape `(batch_size, sequence_length, text_embedding_size)`): the
+            Sentence-BERT vector of each purchased product's description (ignored at special tokens).
+        attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*): 1 for [CLS] and
+            purchases, 0 for padding; derived from `category_ids` when omitted.
+        position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*).
+    """
+
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__(config)
+        self.config = config
+        self.embeddings = ShopperBertEmbeddings(config)
+        self.encoder = ShopperBertEncoder(config)
+        self.post_init()
+
+    def forward(
+        self,
+        category_ids: torch.LongTensor,
+        date_ids: torch.LongTensor,
+        text_embeds: torch.FloatTensor,
+        attention_mask: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ShopperBertModelOutput:
+        output_attentions = bool(output_attentions)
+        output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
+                                    else self.config.output_hidden_states)
+        if attention_mask is None:
+            attention_mask = (category_ids[..., 0] != PAD_ID).long()  # (B, T)
+        padded = check_inputs(self.config, category_ids, date_ids, text_embeds, attention_mask)
+
+        hidden_states = self.embeddings(category_ids, date_ids, text_embeds, position_ids)  # (B, T, H)
+        # Boolean key mask (True = attend); none without padding, so that SDPA can use its flash kernels.
+        key_mask = attention_mask[:, None, None, :].bool() if padded else None  # (B, 1, 1, T)
+        sequence_output, all_hidden, all_attn = self.encoder(
+            hidden_states, key_mask, output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+        )
+        user_embedding = pool_user_embedding(sequence_output, category_ids, self.config.user_representation)
+        return ShopperBertModelOutput(
+            last_hidden_state=sequence_output,
+            user_embedding=user_embedding,
+            hidden_states=all_hidden,
+            attentions=all_attn,
+        )
+
+
+def resolve_masked_positions(category_ids, labels=None, masked_positions=None):
+    """The one place that decides which purchases the MPP heads predict.
+
+    Priority: the collator's explicit `masked_positions`; else every token with at least one label; else every
+    token carrying the [MASK] id (inference on a hand-masked sequence). Returns a `(B, T)` bool tensor.
+    """
+    if masked_positions is not None:
+        return masked_positions.bool()
+    if labels is not None:
+        return labels.ne(-100).any(dim=-1)  # (B, T)
+    return category_ids[..., 0] == MASK_ID  # (B, T)
+
+
+class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
+    """ShopperBERT with the masked purchase prediction (MPP) objective: nine heads, loss = mean of their CEs.
+
+    With `config.user_representation == "mean"` (ShopperBERT-MP) each masked purchase is predicted from its own
+    final hidden vector. With `"cls"` (ShopperBERT-CLS) every masked purchase of a user is predicted from that
+    user's final [CLS] vector: the heads score the [CLS] vector once and the scores are compared with the labels
+    of each masked purchase, i.e. [CLS] must summarise the distribution of the user's hidden purchases
+    (see `model_card.md` for why this reading of the paper).
+
+    Extra inputs:
+        labels (`torch.LongTensor` of shape `(batch_size, sequence_length, 9)`, *optional*): the original ids of the
+            masked purchases in `MPP_HEADS` order; -100 everywhere else and for missing categories.
+        masked_positions (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*): the purchases
+            selected for prediction (see `resolve_masked_positions`).
+        view_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*): rows with the same value are two views
+            of one user (the collator's `num_views=2`); with `config.contrastive_weight > 0` they feed the InfoNCE
+            loss.
+    """
+
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__(config)
+        self.shopperbert = ShopperBertModel(config)
+        self.mpp = ShopperBertMPPHeads(config)
+        # Only built when used, so that no parameter goes without a gradient (DDP) and MPP-only checkpoints keep
+        # their keys.
+        self.contrastive = ShopperBertContrastiveHead(config) if config.contrastive_weight > 0 else None
+        self.post_init()
+
+    def forward(
+        self,
+        category_ids: torch.LongTensor,
+        date_ids: torch.LongTensor,
+        text_embeds: torch.FloatTensor,
+        attention_mask: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        masked_positions: torch.BoolTensor | None = None,
+        view_index: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ShopperBertForPreTrainingOutput:
+        if labels is not None and labels.shape != (*category_ids.shape[:2], len(MPP_HEADS)):
+            raise ValueError(
+                f"labels must have shape ({category_ids.shape[0]}, {category_ids.shape[1]}, {len(MPP_HEADS)}), "
+                f"got {tuple(labels.shape)}"
+            )
+        outputs = self.shopperbert(
+            category_ids, date_ids, text_embeds, attention_mask=attention_mask, position_ids=position_ids,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+        )
+        positions = resolve_masked_positions(category_ids, labels, masked_positions)  # (B, T)
+        if self.config.user_representation == "cls":
+            cls_logits = self.mpp(outputs.last_hidden_state[:, 0])  # 9 x (B, V_k)
+            row_of_masked = positions.nonzero(as_tuple=True)[0]  # (N,) batch row of each masked purchase
+            logits = tuple(head_logits[row_of_masked] for head_logits in cls_logits)  # 9 x (N, V_k)
+        else:
+            logits = self.mpp(outputs.last_hidden_state[positions])  # 9 x (N, V_k), heads on masked tokens only
+
+        loss = head_losses = None
+        if labels is not None:
+            target = labels[positions]  # (N, 9)
+            losses, has_label = [], []
+            for k, head_logits in enumerate(logits):
+                valid = target[:, k].ne(-100)  # (N,)
+                has_label.append(valid.any())
+                summed = F.cross_entropy(head_logits.float(), target[:, k], ignore_index=-100, reduction="sum")
+                losses.append(summed / valid.sum().clamp(min=1))
+            head_losses = torch.stack(losses)  # (9,)
+            has_label = torch.stack(has_label).to(head_losses.dtype)  # (9,)
+            loss = (head_losses * has_label).sum() / has_label.sum().clamp(min=1.0)
+
+        contrastive_loss = None
+        if view_index is not None and self.contrastive is not None:
+            projected = self.contrastive(outputs.user_embedding)  # (B, H)
+            contrastive_loss = info_nce_loss(projected, view_index, self.config.contrastive_temperature)
+            if loss is not None:
+                loss = loss + self.config.contrastive_weight * contrastive_loss
+
+        return ShopperBertForPreTrainingOutput(
+            loss=loss,
+            head_losses=head_losses,
+            contrastive_loss=contrastive_loss,
+            logits=logits,
+            user_embedding=outputs.user_embedding,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+        )
+
+
+class ShopperBertForSequenceClassification(ShopperBertPreTrainedModel):
+    """ShopperBERT with a user-level classifier on the user embedding, for fine-tuning (the paper's Table 5).
+
+    The classifier is the paper's downstream MLP (input-512-256-128-64-output, ReLU) on `user_embedding`.
+    """
+
+    def __init__(self, config: ShopperBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.shopperbert = ShopperBertModel(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        widths = [config.hidden_size, 512, 256, 128, 64]
+        layers = [nn.Dropout(dropout)]
+        for d_in, d_out in zip(widths[:-1], widths[1:]):
+            layers += [nn.Linear(d_in, d_out), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], config.num_labels))
+        self.classifier = nn.Sequential(*layers)
+        self.post_init()
+
+    def forward(
+        self,
+        category_ids: torch.LongTensor,
+        date_ids: torch.LongTensor,
+        text_embeds: torch.FloatTensor,
+        attention_mask: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ShopperBertForSequenceClassificationOutput:
+        outputs = self.shopperbert(
+            category_ids, date_ids, text_embeds, attention_mask=attention_mask, position_ids=position_ids,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+        )
+        logits = self.classifier(outputs.user_embedding)  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
+            else:
+                loss = F.cross_entropy(logits.float(), labels.view(-1), ignore_index=-100)
+        return ShopperBertForSequenceClassificationOutput(
+            loss=loss, logits=logits, user_embedding=outputs.user_embedding,
+            hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+        )
+
+
+ShopperBertModel.register_for_auto_class("AutoModel")
+ShopperBertForMaskedPurchasePrediction.register_for_auto_class("AutoModelForPreTraining")
+ShopperBertForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+
+__all__ = [
+    "ShopperBertModel",
+    "ShopperBertPreTrainedModel",
+    "ShopperBertForMaskedPurchasePrediction",
+    "ShopperBertForSequenceClassification",
+    "ShopperBertModelOutput",
+    "ShopperBertForPreTrainingOutput",
+    "ShopperBertForSequenceClassificationOutput",
+]
