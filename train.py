@@ -193,7 +193,8 @@ def check_args(args: PretrainingArguments) -> None:
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1")
     if args.embedding_combination not in ("mean", "grouped"):
-        raise SystemExit(f"error: --embedding-combination must be `mean` or `grouped`, got {args.embedding_combination!r}")
+        raise SystemExit("error: --embedding-combination must be `mean` or `grouped`, got "
+                         f"{args.embedding_combination!r}")
     if not 0.0 <= args.contrastive_weight < math.inf:
         raise SystemExit(f"error: --contrastive-weight must be a finite number >= 0, got {args.contrastive_weight}")
     if not 0.0 < args.contrastive_temperature < math.inf:
@@ -326,6 +327,7 @@ def evaluate_mpp(model, dataloader, accelerator, majority: list[int] | None = No
         row = positions.nonzero(as_tuple=True)[0]  # (N,)
         target = batch["labels"][positions]  # (N, 9)
         per_user = torch.zeros(positions.shape[0], len(sums), num_heads, device=target.device)  # (B, 6, 9)
+        cpu_batch = {key: value.cpu() for key, value in batch.items()}  # the rules count on the CPU, once a batch
         for k, logits in enumerate(outputs.logits):
             valid = target[:, k].ne(-100)
             loss = torch.nn.functional.cross_entropy(logits.float(), target[:, k], ignore_index=-100,
@@ -334,7 +336,6 @@ def evaluate_mpp(model, dataloader, accelerator, majority: list[int] | None = No
             if majority is not None:
                 hits.append((target[:, k] == majority[k]) & valid)
             if majority is not None and k < len(CATEGORY_FIELDS):
-                cpu_batch = {key: value.cpu() for key, value in batch.items()}
                 for prediction in rule_predictions(cpu_batch, k, majority[k]):
                     hits.append((prediction.to(target.device) == target[:, k]) & valid)
             for j, hit in enumerate(hits):

@@ -84,8 +84,9 @@ def render(rows: dict, probes: dict, tasks: list[str]) -> str:
                      + " | ".join(cells) + " | " + " | ".join(probe_cells(name)) + " |")
     for name in probes:
         if name not in rows:
-            lines.append(f"| {name} (no pre-training) | – | – | – | – | " + " | ".join("–" for _ in CATEGORY_HEADS)
-                         + " | " + " | ".join(probe_cells(name)) + " |")
+            empty = " | ".join("–" for _ in CATEGORY_HEADS)
+            lines.append(f"| {name} (no pre-training) | – | – | – | – | {empty} | " + " | ".join(probe_cells(name))
+                         + " |")
     lines += ["", "Category accuracies (validation households, fixed masks) in bold beat the strongest no-learning "
               "rule (in brackets). Probe: mean ± std test AUROC of a logistic-regression probe on the frozen user "
               "vectors over the probe's seeds, and in brackets its mean validation AUROC (what a choice may use)."]

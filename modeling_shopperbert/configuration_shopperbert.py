@@ -244,7 +244,8 @@ class ShopperBertConfig(PretrainedConfig):
             fail("embedding_combination", f"must be one of {_VALID_EMBEDDING_COMBINATIONS}")
         if not isinstance(self.contrastive_weight, (int, float)) or not 0.0 <= self.contrastive_weight < float("inf"):
             fail("contrastive_weight", "must be a finite number >= 0")
-        if not isinstance(self.contrastive_temperature, (int, float)) or not 0.0 < self.contrastive_temperature < float("inf"):
+        temperature = self.contrastive_temperature
+        if not isinstance(temperature, (int, float)) or not 0.0 < temperature < float("inf"):
             fail("contrastive_temperature", "must be a finite number > 0")
         if self.hidden_act not in _VALID_ACTIVATIONS:
             fail("hidden_act", f"must be one of {_VALID_ACTIVATIONS}")
