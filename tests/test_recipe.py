@@ -65,3 +65,18 @@ def test_release_section_needs_its_files(tmp_path):
         "sample_inputs_file": "sample_inputs.npz"}))
     text = release_section(card, folder)
     assert "ab" * 32 in text and "cd" * 32 in text and "results/release/embeddings.parquet" in text
+
+
+def test_release_record_refuses_bad_options_and_missing_files(tmp_path):
+    from eval_suite.release import main as release_main
+
+    model = tmp_path / "model"
+    model.mkdir()
+    with pytest.raises(SystemExit, match="--sample"):
+        release_main(["--model", str(model), "--results", str(tmp_path), "--label", "X", "--sample", "0"])
+    with pytest.raises(SystemExit, match="model.safetensors"):
+        release_main(["--model", str(model), "--results", str(tmp_path), "--label", "X", "--out", str(tmp_path / "o")])
+    (model / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="X.parquet"):
+        release_main(["--model", str(model), "--results", str(tmp_path), "--label", "X", "--out", str(tmp_path / "o")])
+    assert not (tmp_path / "o").exists()  # nothing written before the inputs are known to be there
