@@ -151,20 +151,28 @@ def split_sizes(seed_metrics: list[dict]) -> tuple[float, float, str]:
     return SPLIT_FRACTIONS[0], SPLIT_FRACTIONS[2], "split fractions"
 
 
-def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
-    """One results dict from runs of the same settings over different seeds (`--first-seed`), e.g. on two machines,
-    possibly over different tasks (more seeds for the cheap ones).
+# What may differ between runs that are merged: where they stop (seeds, tasks), how they were run (threads, command)
+# and which models they ran (`--models`, `--finetune`, `--representations`: e.g. the Transformers in a run of
+# their own). The protocol (learning rates, epoch limits, patience, lengths), checkpoints and corpus may not.
+MERGE_FREE_CONFIG = ("options", "tasks", "command", "representations")
+MERGE_FREE_OPTIONS = ("repeats", "first_seed", "threads", "models", "finetune", "representations")
 
-    Raises ValueError when the runs differ in anything but their seeds, tasks and command lines, or when two runs
-    hold the same seed of a task and model. The merged config records no command (each run's stays in its file).
+
+def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
+    """One results dict from runs of the same protocol over different seeds (`--first-seed`), e.g. on two machines,
+    possibly over different tasks (more seeds for the cheap ones) or different models (`--models`).
+
+    Raises ValueError when the runs differ in anything but their seeds, tasks, models and command lines, or when two
+    runs hold the same seed of a task and model. The merged config records no command (each run's stays in its
+    file); its `models` / `representations` are the union of the runs', `finetune` true if any run fine-tuned.
     """
     names = names or [f"run {i}" for i in range(len(runs))]
     if len(runs) == 1:
         return runs[0]
 
     def settings(run):
-        config = {k: v for k, v in run["config"].items() if k not in ("options", "tasks", "command")}
-        options = {k: v for k, v in run["config"]["options"].items() if k not in ("repeats", "first_seed", "threads")}
+        config = {k: v for k, v in run["config"].items() if k not in MERGE_FREE_CONFIG}
+        options = {k: v for k, v in run["config"]["options"].items() if k not in MERGE_FREE_OPTIONS}
         return config, options
 
     merged = {"config": {**runs[0]["config"], "options": dict(runs[0]["config"]["options"])}, "tasks": {}}
@@ -184,12 +192,26 @@ def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
                     raise ValueError(f"{name} repeats seed(s) {clashing} of {task_name}/{model_name}")
                 seeds.update(model["seeds"])
     merged["config"]["tasks"] = list(merged["tasks"])
+    _union_models(merged["config"], runs)
     merged["config"]["options"]["repeats"] = max(len({s for e in merged["tasks"].values() for m in e["models"].values()
                                                       for s in m["seeds"]}), 1)
     merged["config"]["options"]["first_seed"] = min(r["config"]["options"]["first_seed"] for r in runs)
     if all("seconds" in r for r in runs):
         merged["seconds"] = sum(r["seconds"] for r in runs)
     return merged
+
+
+def _union_models(config: dict, runs: list[dict]) -> None:
+    """The merged config's model selection: the union of the runs' (first-seen order)."""
+    def union(values):
+        return list(dict.fromkeys(v for value in values for v in (value or [])))
+
+    options = config["options"]
+    options["models"] = union(r["config"]["options"].get("models") for r in runs)
+    options["representations"] = union(r["config"]["options"].get("representations") for r in runs)
+    options["finetune"] = any(r["config"]["options"].get("finetune") for r in runs)
+    if any("representations" in r["config"] for r in runs):
+        config["representations"] = union(r["config"].get("representations") for r in runs)
 
 
 def complete_seeds(results: dict) -> list[str]:

@@ -135,6 +135,31 @@ def test_merge_results_of_runs_over_other_seeds():
         merge_results([run(0, [0.6]), run(1, [0.8], mlp_max_epochs=5)], ["a", "b"])
 
 
+def test_merge_results_of_runs_over_other_models():
+    """The Transformers in a run of their own merge with the U-MLP run of the same protocol; a clash still fails."""
+    from dataclasses import asdict
+
+    from eval_suite.report import merge_results
+    from eval_suite.run import RunOptions
+
+    def run(model, models, first_seed=0, **options):
+        seeds = {str(first_seed + i): {"auroc": 0.6} for i in range(2)}
+        return {"config": {"data": "data/cj", "representations": [],
+                           "options": asdict(RunOptions(repeats=2, first_seed=first_seed, models=models, **options))},
+                "tasks": {"kids": {"kind": "classification", "paper_analogue": "GC",
+                                   "models": {model: {"seeds": seeds}}}}}
+
+    merged = merge_results([run("U-MLP MP", ("u-mlp", "baselines")),
+                            run("P-Trans", ("p-trans",), finetune=True)])
+    assert sorted(merged["tasks"]["kids"]["models"]) == ["P-Trans", "U-MLP MP"]
+    assert merged["config"]["options"]["models"] == ["u-mlp", "baselines", "p-trans"]
+    assert merged["config"]["options"]["finetune"] is True
+    with pytest.raises(ValueError, match=r"b repeats seed\(s\) 0, 1 of kids/P-Trans"):
+        merge_results([run("P-Trans", ("p-trans",)), run("P-Trans", ("p-trans", "t-trans"))], ["a", "b"])
+    with pytest.raises(ValueError, match="other settings"):
+        merge_results([run("U-MLP MP", ("u-mlp",)), run("P-Trans", ("p-trans",), trans_max_epochs=3)], ["a", "b"])
+
+
 def test_model_card_results_from_seed_ranges_of_two_runs(tmp_path):
     import json
     from dataclasses import asdict
