@@ -34,6 +34,8 @@ from .configuration_shopperbert import (
 )
 
 ID_FIELDS = CATEGORY_FIELDS + DATE_FIELDS  # the nine id columns, in MPP_HEADS order
+# What `Trainer(remove_unused_columns=True)` leaves of a prepared row: the model's argument names and the label
+TRAINER_KEPT = frozenset({"label", "labels", "label_ids", "attention_mask", "position_ids"})
 assert ID_FIELDS == MPP_HEADS
 
 
@@ -117,7 +119,9 @@ class ShopperBertCollator:
         """One feature as a `(n, 10)` int64 array: nine id columns then text_idx, the most recent `max_length`."""
         missing = [f for f in ID_FIELDS + (TEXT_INDEX_FIELD,) if f not in feature]
         if missing:
-            raise ValueError(f"feature {index} lacks the columns {missing}; it has {sorted(feature)}")
+            hint = ("; with transformers.Trainer pass TrainingArguments(remove_unused_columns=False), or Trainer drops "
+                    "the data columns the model's forward does not name") if set(feature) <= TRAINER_KEPT else ""
+            raise ValueError(f"feature {index} lacks the columns {missing}; it has {sorted(feature)}{hint}")
         columns = [np.asarray(feature[f], dtype=np.int64).reshape(-1) for f in ID_FIELDS + (TEXT_INDEX_FIELD,)]
         lengths = {len(c) for c in columns}
         if len(lengths) != 1:
@@ -161,7 +165,31 @@ class ShopperBertCollator:
     def __call__(self, features: Sequence[Mapping]) -> dict[str, torch.Tensor]:
         if len(features) == 0:
             raise ValueError("cannot collate an empty list of features")
-        return self._pad([self._read(f, i) for i, f in enumerate(features)])
+        batch = self._pad([self._read(f, i) for i, f in enumerate(features)])
+        labels = user_labels(features)
+        if labels is not None:
+            batch["labels"] = labels  # (B,) or (B, num_labels)
+        return batch
+
+
+def user_labels(features: Sequence[Mapping]) -> torch.Tensor | None:
+    """The user-level targets of a batch (a `label` or `labels` column, as `datasets` and `Trainer` name it), for
+    fine-tuning: integers give a long tensor (class ids), floats a float tensor (regression or multi-label); None
+    when no feature has one. Raises ValueError when only some features carry a label."""
+    key = next((k for k in ("labels", "label") if k in features[0]), None)
+    if key is None:
+        if any("labels" in f or "label" in f for f in features):
+            raise ValueError("some features have a label and feature 0 has none; every user of a batch needs one")
+        return None
+    missing = [i for i, f in enumerate(features) if key not in f or f[key] is None]
+    if missing:
+        raise ValueError(f"features {missing[:5]} lack the `{key}` that feature 0 has")
+    values = np.asarray([f[key] for f in features])
+    if values.dtype.kind in "iub":
+        return torch.from_numpy(values.astype(np.int64))
+    if values.dtype.kind == "f":
+        return torch.from_numpy(values.astype(np.float32))
+    raise ValueError(f"`{key}` must be numbers (class ids, floats or multi-hot lists), got {values.dtype} values")
 
 
 def sample_key(feature: Mapping) -> int:
