@@ -55,7 +55,7 @@ release: data
 	    --output runs/release
 
 evaluate: data
-	$(PY) -m eval_suite run --model $(CHECKPOINT) --data $(DATA) --tasks all --quick --out $(RESULTS)
+	$(PY) -m eval_suite run --model $(CHECKPOINT) --data $(DATA) --tasks all --quick --overwrite --out $(RESULTS)
 
 clean:
 	rm -rf $(VENV) data runs $(RESULTS)

@@ -2,6 +2,7 @@
 
     python -m eval_suite run --model runs/cj-small/final --data data/cj --tasks all --repeats 10 --out results/
     python -m eval_suite run --model ... --quick          # the `make demo` setting: 2 seeds, short schedules
+    python -m eval_suite run --model ... --first-seed 10 --out results/ --resume   # more seeds into the same results
     python -m eval_suite probe --model NAME=PATH --data data/cj --repeats 10 --out results/probe   # linear probes
     python -m eval_suite costs --model ... --data data/cj --out results/costs        # Table 3 analogue
     python -m eval_suite visualize --embeddings results/demo/embeddings/MP+A.parquet --out results/demo/umap.png
@@ -32,13 +33,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tasks", default="all", help=f"comma-separated tasks or `all` ({', '.join(TASKS)})")
     run.add_argument("--repeats", type=int, default=None, help="seeds per task (default 10; 2 with --quick)")
     run.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
-    run.add_argument("--out", default="results", help="output folder (results.json, tables, negatives)")
+    run.add_argument("--out", default="results", help="output folder (results.json, tables, negatives); an existing "
+                                                      "results.json there needs --resume or --overwrite")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the run whose results.json is in --out: its finished seeds and models are kept "
+                          "and skipped (same settings required; seeds and tasks may differ)")
+    run.add_argument("--overwrite", action="store_true", help="replace the results.json in --out")
+    run.add_argument("--debug", action="store_true", help="show the traceback of errors")
     run.add_argument("--quick", action="store_true",
                      help="a reduced protocol for `make demo` (it says so in its output and results.json): 2 seeds, "
                           "one learning rate per model kind, at most 20 epochs for MLPs and 3 for Transformers, "
                           "the most recent 64 purchases for P-/UP-/T-Trans")
     run.add_argument("--models", default=None,
-                     help="subset of u-mlp,p-trans,up-trans,t-trans,baselines (default: all)")
+                     help="comma-separated subset of u-mlp,p-trans,up-trans,t-trans,baselines (default: all)")
     run.add_argument("--representations", default="svd,sbert,random",
                      help="representation baselines that get U-MLP rows like the checkpoints ('U-MLP SVD', "
                           "'U-MLP SBERT-mean', 'U-MLP Random'): comma-separated subset of svd,sbert,random, or none "
@@ -82,62 +89,100 @@ def main(argv=None) -> int:
         return module.main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        from .representations import parse_representations
-
-        try:
-            representations = parse_representations(args.representations)
-        except ValueError as err:
-            print(f"error: --representations {args.representations}: {err}", file=sys.stderr)
-            return 2
-        from .report import write_tables
-        from .run import RunOptions, check_options, parse_models, protocol_description, run
-
-        tasks = list(TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
-        unknown = [t for t in tasks if t not in TASKS]
-        if unknown:
-            print(f"error: unknown tasks {unknown}; choose from {list(TASKS)}", file=sys.stderr)
-            return 2
-        if not Path(args.data).is_dir():
-            print(f"error: --data {args.data}: no such folder", file=sys.stderr)
-            return 2
-        overrides = {}
-        if args.repeats is not None:
-            if args.repeats < 1:
-                print("error: --repeats must be at least 1", file=sys.stderr)
-                return 2
-            overrides["repeats"] = args.repeats
-        if args.trans_max_length is not None:
-            overrides["trans_max_length"] = args.trans_max_length
-        for kind in ("mlp", "trans", "finetune"):
-            lrs = getattr(args, f"{kind}_lrs")
-            if lrs:
-                overrides[f"{kind}_lrs"] = tuple(float(x) for x in lrs.split(","))
-            if getattr(args, f"{kind}_max_epochs") is not None:
-                overrides[f"{kind}_max_epochs"] = getattr(args, f"{kind}_max_epochs")
-        if args.models:
-            overrides["models"] = tuple(m.strip() for m in args.models.split(","))
-        overrides.update(first_seed=args.first_seed, finetune=args.finetune, threads=args.threads,
-                         max_users=args.max_users, representations=representations)
-        options = RunOptions.quick(**overrides) if args.quick else RunOptions(**overrides)
-        checkpoints = parse_models(args.model)
-        try:
-            check_options(checkpoints, options)
-        except ValueError as err:
-            print(err, file=sys.stderr)
-            return 2
-        out = Path(args.out)
-        results = run(checkpoints, Path(args.data), tasks, out, options, command=command_line(argv))
-        tables = write_tables(results, out)
-        print("\n## Table 4 analogue\n\n" + tables["table4.md"])
-        print("\n## The paper's headline, task by task\n\n" + tables["headline.md"])
-        if args.model_card:
-            from .model_card import update_model_card
-
-            update_model_card(Path(args.model_card), results, out)
-            print(f"updated {args.model_card}")
-        print(f"\nprotocol: {protocol_description(options)}")
-        print(f"wrote {out / 'results.json'} and tables in {out}/ ({results['seconds']:.0f} s)")
+        return run_command(args, argv)
     return 0
+
+
+def _numbers(text: str, option: str) -> tuple[float, ...]:
+    """`1e-4,3e-4` -> (0.0001, 0.0003); ValueError naming the option on anything else."""
+    try:
+        return tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"error: {option} {text}: give comma-separated numbers, e.g. 1e-4,3e-4,1e-3") from None
+
+
+def run_options(args):
+    """RunOptions from the command line; ValueError (`error: ...`) on a bad value."""
+    from .representations import parse_representations
+    from .run import RunOptions
+
+    try:
+        representations = parse_representations(args.representations)
+    except ValueError as err:
+        raise ValueError(f"error: --representations {args.representations}: {err}") from None
+    overrides = {}
+    if args.repeats is not None:
+        overrides["repeats"] = args.repeats
+    if args.trans_max_length is not None:
+        overrides["trans_max_length"] = args.trans_max_length
+    for kind in ("mlp", "trans", "finetune"):
+        lrs = getattr(args, f"{kind}_lrs")
+        if lrs is not None:
+            overrides[f"{kind}_lrs"] = _numbers(lrs, f"--{kind}-lrs")
+        if getattr(args, f"{kind}_max_epochs") is not None:
+            overrides[f"{kind}_max_epochs"] = getattr(args, f"{kind}_max_epochs")
+    if args.models is not None:
+        overrides["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    overrides.update(first_seed=args.first_seed, finetune=args.finetune, threads=args.threads,
+                     max_users=args.max_users, representations=representations)
+    return RunOptions.quick(**overrides) if args.quick else RunOptions(**overrides)
+
+
+def _option_names(message: str) -> str:
+    """check_options names RunOptions fields (mlp_lrs); the command line's are options (--mlp-lrs)."""
+    import dataclasses
+    import re
+
+    from .run import RunOptions
+
+    fields = "|".join(f.name for f in dataclasses.fields(RunOptions))
+    return re.sub(rf"^error: ({fields}) ", lambda m: f"error: --{m.group(1).replace('_', '-')} ", message)
+
+
+def run_command(args, argv) -> int:
+    """`run`: every option checked before any work (exit 2), then the run (exit 1 on a runtime fault)."""
+    from .run import prepare_run, protocol_description, read_models, run
+
+    tasks = list(TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    try:
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown or not tasks:
+            raise ValueError(f"error: unknown tasks {unknown or args.tasks!r}; choose from {list(TASKS)}")
+        options = run_options(args)
+        checkpoints = read_models(args.model)
+        prepare_run(checkpoints, Path(args.data), tasks, Path(args.out), options, resume=args.resume,
+                    overwrite=args.overwrite)
+    except ValueError as err:
+        message = _option_names(str(err))
+        print(message if message.startswith("error:") else f"error: {message}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    try:
+        results = run(checkpoints, Path(args.data), tasks, out, options, command=command_line(argv),
+                      resume=args.resume, overwrite=args.overwrite)
+        report(results, out, args.model_card)
+    except Exception as err:  # noqa: BLE001  (one `error:` line; --debug shows the traceback)
+        if args.debug:
+            raise
+        print(f"error: {type(err).__name__}: {err} (results.json in {out} keeps what finished; --resume continues; "
+              "--debug shows the traceback)", file=sys.stderr)
+        return 1
+    print(f"\nprotocol: {protocol_description(options)}")
+    print(f"wrote {out / 'results.json'} and tables in {out}/ ({results['seconds']:.0f} s)")
+    return 0
+
+
+def report(results: dict, out: Path, model_card: str | None) -> None:
+    from .report import write_tables
+
+    tables = write_tables(results, out)
+    print("\n## Table 4 analogue\n\n" + tables["table4.md"])
+    print("\n## The paper's headline, task by task\n\n" + tables["headline.md"])
+    if model_card:
+        from .model_card import update_model_card
+
+        update_model_card(Path(model_card), results, out)
+        print(f"updated {model_card}")
 
 
 if __name__ == "__main__":

@@ -15,12 +15,19 @@ whether it stopped at its epoch cap (`hit_cap`) rather than by early stopping.
 The full protocol (`RunOptions()`) gives every neural model the learning-rate grid {1e-4, 3e-4, 1e-3} and early
 stopping with a patience (fine-tuning the Transformers' patience); `RunOptions.quick()` (`--quick`, `make demo`) is
 a reduced one and says so (`results.json["config"]["protocol"]`).
+
+Before any work, every option, the corpus folder and each checkpoint's vocabulary (sizes, and content when a
+`vocab_fingerprint` is known) are checked, and an existing `results.json` in `--out` is refused unless `--resume`
+(its finished seeds and models are kept and skipped; the settings must match but for seeds and tasks) or
+`--overwrite`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,6 +71,15 @@ TARGETING_TASKS = ("coupon_targeting", "nutrition_targeting")
 CLASSIFICATION_BASELINES = {"LogReg TF-IDF+RFM": "logreg", "LogReg RFM": "logreg_rfm"}
 RECOMMENDATION_BASELINES = {"Popularity": "popularity", "Popularity (train labels)": "popularity_train",
                             "Co-occurrence": "cooccurrence", "Hybrid": "hybrid"}
+#: The model families `--models` chooses from.
+MODEL_CHOICES = ("u-mlp", "p-trans", "up-trans", "t-trans", "baselines")
+#: What a corpus folder (`--data`) must hold: data_prep's output.
+CORPUS_FILES = ("metadata.json", "vocab.json", "dataset", "text_embeddings.safetensors", "descriptions.parquet")
+#: What may differ between a run and the run it resumes (`--resume`): the seeds, tasks and command line.
+RESUMABLE = ("options", "tasks", "command")
+#: RunOptions fields that count something (at least 1; max_users and threads may be None).
+COUNT_OPTIONS = ("repeats", "mlp_max_epochs", "mlp_patience", "trans_max_epochs", "trans_patience",
+                 "finetune_max_epochs", "trans_max_length", "negatives_per_positive", "max_users", "threads")
 
 
 @dataclass
@@ -82,7 +98,7 @@ class RunOptions:
     finetune_max_epochs: int = 5
     trans_max_length: int = 128
     negatives_per_positive: int = 4
-    models: tuple = ("u-mlp", "p-trans", "up-trans", "t-trans", "baselines")
+    models: tuple = MODEL_CHOICES
     representations: tuple = ("svd", "sbert", "random")  # U-MLP rows on representation baselines (not checkpoints)
     finetune: bool = False
     threads: int | None = None
@@ -138,18 +154,28 @@ def checkpoint_label(path: Path) -> str:
     return label
 
 
-def parse_models(specs: list[str]) -> dict[str, Path]:
+def read_models(specs: list[str]) -> dict[str, Path]:
+    """`[NAME=]PATH` specs -> {name: folder}; raises ValueError naming a bad spec."""
     models: dict[str, Path] = {}
     for spec in specs:
         name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise SystemExit(f"error: --model {spec}: {path} is not a saved ShopperBERT folder (no config.json)")
+            raise ValueError(f"error: --model {spec}: {path} is not a saved ShopperBERT folder (no config.json)")
         name = name or checkpoint_label(path)
         if name in models:
-            raise SystemExit(f"error: two checkpoints named {name!r}; name them: --model NAME=PATH")
+            raise ValueError(f"error: two checkpoints named {name!r}; name them: --model NAME=PATH")
         models[name] = path
     return models
+
+
+def parse_models(specs: list[str]) -> dict[str, Path]:
+    """`read_models` for command lines: a bad spec prints its `error:` and exits with status 2."""
+    try:
+        return read_models(specs)
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -341,10 +367,13 @@ def ranking_report(task, test_users, negatives, score_pairs) -> dict:
 # The run
 # ---------------------------------------------------------------------------------------------------------------
 def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options: RunOptions, log=print,
-        command: str | None = None) -> dict:
+        command: str | None = None, resume: bool = False, overwrite: bool = False) -> dict:
     """Every model of `model_plan` on every task and seed; results.json in `out` after each model (a stopped run
-    keeps what it finished). `command`: the literal command line, recorded in `config["command"]`."""
-    check_options(checkpoints, options)
+    keeps what it finished). `command`: the literal command line, recorded in `config["command"]`.
+
+    An existing `out/results.json` is refused (ValueError, before any work) unless `resume` (keep its finished
+    seeds and models and skip them; the settings must be the same but for seeds and tasks) or `overwrite`."""
+    results = prepare_run(checkpoints, data, task_names, out, options, command, resume, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     if options.threads:
         torch.set_num_threads(options.threads)
@@ -357,12 +386,6 @@ def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options
     primary = next(iter(checkpoints))
     up_name = next((n for n in checkpoints if n.startswith("MP")), primary)
     results_path = out / "results.json"
-    results = {"config": {"checkpoints": {k: str(v) for k, v in checkpoints.items()}, "data": str(data),
-                          "tasks": list(task_names), "options": asdict(options), "protocol": protocol,
-                          "representations": list(inputs.representations)},
-               "tasks": {}}
-    if command:
-        results["config"]["command"] = command
     seeds = list(range(options.first_seed, options.first_seed + options.repeats))
     tasks = {}
     for name in task_names:
@@ -377,6 +400,9 @@ def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options
             negatives = fixed_negatives(task, seed, out / "negatives") if task.kind == "recommendation" else None
             for model_name, spec in model_plan(task, checkpoints, up_name, options,
                                                inputs.representations).items():
+                if str(seed) in entry["models"].get(model_name, {}).get("seeds", {}):
+                    log(f"[{name}] seed {seed} {model_name}: finished by the resumed run, skipped")
+                    continue
                 t0 = time.perf_counter()
                 metrics = run_model(spec, task, split, negatives, seed, inputs, tables, options)
                 metrics["seconds"] = time.perf_counter() - t0
@@ -386,6 +412,7 @@ def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options
                 write_json(results_path, results)
     from .report import summarise
 
+    record_seeds(results)
     summarise(results)
     results["seconds"] = time.perf_counter() - started
     write_json(results_path, results)
@@ -393,7 +420,22 @@ def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options
 
 
 def check_options(checkpoints: dict, options: RunOptions) -> None:
-    """Raise ValueError (`error: ...`) on representation names that are unknown or clash with a checkpoint."""
+    """Raise ValueError (`error: ...`) on unknown model families or representations, representation names that clash
+    with a checkpoint, and learning rates, epochs or counts that are not positive finite numbers."""
+    unknown = [m for m in options.models if m not in MODEL_CHOICES]
+    if unknown or not options.models:
+        raise ValueError(f"error: models {list(options.models)}: unknown {unknown or 'none given'}; choose from "
+                         f"{', '.join(MODEL_CHOICES)} (comma-separated)")
+    for kind in ("mlp", "trans", "finetune"):
+        lrs = getattr(options, f"{kind}_lrs")
+        if not lrs or not all(isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0 for lr in lrs):
+            raise ValueError(f"error: {kind}_lrs {list(lrs)}: learning rates must be positive finite numbers")
+    for name in COUNT_OPTIONS:
+        value = getattr(options, name)
+        if value is None and name in ("max_users", "threads"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"error: {name} must be a whole number of at least 1, got {value!r}")
     try:
         names = parse_representations(options.representations)
     except ValueError as err:
@@ -402,6 +444,105 @@ def check_options(checkpoints: dict, options: RunOptions) -> None:
     if clash:
         raise ValueError(f"error: checkpoint name(s) {clash} are taken by representation baselines; name the "
                          "checkpoints otherwise (--model NAME=PATH) or drop the representation (--representations)")
+
+
+def check_corpus(data: Path) -> None:
+    """Raise ValueError naming what `data` lacks to be a data_prep corpus."""
+    data = Path(data)
+    if not data.is_dir():
+        raise ValueError(f"error: --data {data}: no such folder")
+    missing = [name for name in CORPUS_FILES if not (data / name).exists()]
+    if missing:
+        raise ValueError(f"error: --data {data} is not a data_prep corpus: it has no {', '.join(missing)} "
+                         "(build one with `python -m data_prep build ... --out FOLDER`)")
+
+
+def check_checkpoints_match(checkpoints: dict[str, Path], data: Path) -> None:
+    """Raise ValueError unless every checkpoint was pre-trained on the corpus' vocabulary: the same sizes, and the
+    same content when a fingerprint is known (the config's `vocab_fingerprint`, else the checkpoint's own
+    vocab.json/metadata.json; the corpus' metadata.json, else its vocab.json)."""
+    from modeling_shopperbert.encoder import check_vocabulary, corpus_fingerprint
+
+    metadata = json.loads((Path(data) / "metadata.json").read_text())
+    vocab = json.loads((Path(data) / "vocab.json").read_text())
+    for name, path in checkpoints.items():
+        config = json.loads((path / "config.json").read_text())
+        own = [json.loads((path / f).read_text()) if (path / f).is_file() else None
+               for f in ("metadata.json", "vocab.json")]
+        try:
+            check_vocabulary(config, metadata, vocab, f"--data {data}", model=f"--model {name}={path}",
+                             model_fingerprint=corpus_fingerprint(*own))
+        except ValueError as err:
+            raise ValueError(f"error: {err}") from None
+
+
+def run_config(checkpoints: dict[str, Path], data: Path, task_names, options: RunOptions,
+               command: str | None) -> dict:
+    """results.json's `config`: what the run was asked to do."""
+    config = {"checkpoints": {k: str(v) for k, v in checkpoints.items()}, "data": str(data),
+              "tasks": list(task_names), "options": asdict(options), "protocol": protocol_description(options),
+              "representations": [DISPLAY_NAMES[n] for n in parse_representations(options.representations)]}
+    if command:
+        config["command"] = command
+    return config
+
+
+def _settings(config: dict) -> dict:
+    """What must match for a run to resume another: all but seeds, tasks and command line; paths resolved."""
+    same = {k: v for k, v in config.items() if k not in RESUMABLE}
+    same["checkpoints"] = {k: str(Path(v).resolve()) for k, v in config.get("checkpoints", {}).items()}
+    same["data"] = str(Path(config.get("data", "")).resolve())
+    same["options"] = {k: v for k, v in config.get("options", {}).items()
+                       if k not in ("repeats", "first_seed", "threads")}
+    return json.loads(json.dumps(same, default=_json_default))  # tuples and lists compare equal
+
+
+def start_results(path: Path, config: dict, resume: bool, overwrite: bool) -> dict:
+    """The results a run fills: empty, or with `resume` the finished seeds of the run that wrote `path`."""
+    if overwrite or not path.exists():
+        return {"config": config, "tasks": {}}
+    if not resume:
+        raise ValueError(f"error: {path} already exists; pass --resume to continue that run (its finished seeds and "
+                         "models are kept and skipped) or --overwrite to replace it")
+    try:
+        previous = json.loads(path.read_text())
+        old, new = _settings(previous["config"]), _settings(config)
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"error: --resume: {path} is not a results.json of `eval_suite run` ({err})") from None
+    if old != new:
+        differ = sorted(k for k in old.keys() | new.keys() if k != "options" and old.get(k) != new.get(k))
+        differ += sorted(f"options.{k}" for k in old["options"].keys() | new["options"].keys()
+                         if old["options"].get(k) != new["options"].get(k))
+        raise ValueError(f"error: --resume: {path} was made with other settings ({', '.join(differ)} differ); only "
+                         "seeds and tasks may change. Use another --out, or --overwrite to replace it")
+    tasks = {name: {"kind": entry["kind"], "paper_analogue": entry.get("paper_analogue"),
+                    "models": {m: {"seeds": dict(model["seeds"])} for m, model in entry["models"].items()}}
+             for name, entry in previous.get("tasks", {}).items()}
+    config = dict(config, tasks=list(dict.fromkeys([*previous["config"].get("tasks", []), *config["tasks"]])))
+    return {"config": config, "tasks": tasks}
+
+
+def record_seeds(results: dict) -> None:
+    """The options' `first_seed` / `repeats` cover every seed the results hold (a resumed run adds its own to the
+    earlier ones), as `report.merge_results` records merged runs."""
+    seeds = {int(s) for e in results["tasks"].values() for m in e["models"].values() for s in m["seeds"]}
+    if seeds:
+        results["config"]["options"].update(first_seed=min(seeds), repeats=len(seeds))
+
+
+def prepare_run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options: RunOptions,
+                command: str | None = None, resume: bool = False, overwrite: bool = False) -> dict:
+    """Every check that needs no corpus loaded (options, corpus files, vocabularies, an earlier results.json),
+    raising ValueError (`error: ...`); returns the results to fill."""
+    if resume and overwrite:
+        raise ValueError("error: --resume and --overwrite exclude each other")
+    if not task_names:
+        raise ValueError("error: no task given")
+    check_options(checkpoints, options)
+    check_corpus(data)
+    check_checkpoints_match(checkpoints, data)
+    return start_results(Path(out) / "results.json", run_config(checkpoints, data, task_names, options, command),
+                         resume, overwrite)
 
 
 def subsample_task(task, max_users: int, seed: int = 0):
@@ -534,5 +675,5 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
-__all__ = ["MAX_VALIDATION_INSTANCES", "RunOptions", "check_options", "checkpoint_label", "parse_models",
-           "protocol_description", "run"]
+__all__ = ["MAX_VALIDATION_INSTANCES", "MODEL_CHOICES", "RunOptions", "check_options", "checkpoint_label",
+           "parse_models", "prepare_run", "protocol_description", "read_models", "run"]

@@ -4,8 +4,15 @@
     python -m modeling_shopperbert.encode --model runs/cj-small/final --logs new_logs.parquet --out users.parquet
 
 `--data` encodes the users of a data_prep folder (`--split train|validation|all`); `--logs` encodes raw purchase logs
-in the canonical schema (user_id, timestamp, category_1..4, description, ...; a parquet or CSV file), mapping them
-with the model's own vocabulary (unknown categories become [UNK], new descriptions are embedded).
+in the canonical schema (user_id, timestamp, category_1..4, description, ...; a parquet, CSV or TSV file; ids are read
+as text, so "0005" and "5" are two users), mapping them with the model's own vocabulary (unknown categories become
+[UNK], new descriptions are embedded). With `--end-date`, users of the log with no purchase before that date get no
+row: the command says how many (and which) on stderr.
+
+Refused before any work (exit 2): an `--out` that is a folder, or an existing file (unless `--overwrite`, and then only
+a file this command wrote), `--device cuda` without CUDA, a `--data` built with another vocabulary than the model's
+(sizes, and content when the model or the corpus records a vocabulary fingerprint). Non-finite (NaN/inf) weights or
+embeddings stop it with exit 1 and nothing written. Errors print `error: ...` (a traceback only with `--debug`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,12 @@ import sys
 import time
 from pathlib import Path
 
+OUTPUT_COLUMNS = ["user_id", "embedding"]
+
+
+class UsageError(ValueError):
+    """A bad option, found before any work (exit 2)."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m modeling_shopperbert.encode", description=__doc__,
@@ -23,46 +36,137 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", default=None, help="a data_prep output folder whose users to encode")
     parser.add_argument("--split", default="all", choices=["train", "validation", "all"],
                         help="which users of --data (default: all)")
-    parser.add_argument("--logs", default=None, help="raw purchase logs (parquet/CSV, canonical columns) to encode")
-    parser.add_argument("--end-date", default=None, help="with --logs: only purchases before this date")
-    parser.add_argument("--out", required=True, help="output parquet: user_id, embedding")
+    parser.add_argument("--logs", default=None,
+                        help="raw purchase logs (parquet/CSV/TSV, canonical columns; ids read as text) to encode")
+    parser.add_argument("--end-date", default=None,
+                        help="with --logs: only purchases before this date; users with none get no row (their "
+                             "number and ids are printed on stderr)")
+    parser.add_argument("--out", required=True, help="output parquet file: user_id, embedding")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing --out (only a user_id/embedding parquet file this command wrote)")
     parser.add_argument("--batch-size", type=int, default=64, help="users per forward pass (default 64)")
     parser.add_argument("--user-representation", choices=["mean", "cls"], default=None,
                         help="pooling (default: the model's own)")
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of errors")
     return parser
+
+
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse a folder, and an existing file unless `overwrite` and it is an encode output (user_id, embedding)."""
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder; give a parquet file name (e.g. {out / 'users.parquet'})")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise UsageError(f"--out {out} already exists; pass --overwrite to replace it")
+    import pyarrow.parquet as pq
+
+    try:
+        columns = list(pq.read_schema(out).names)
+    except Exception:  # noqa: BLE001  (not parquet at all)
+        columns = None
+    if columns != OUTPUT_COLUMNS:
+        raise UsageError(f"--out {out} is not a user-embedding file this command wrote (columns {columns}); "
+                         "refusing to replace it even with --overwrite")
+
+
+def check_device(device: str | None) -> None:
+    """Refuse an unknown device or one this machine lacks (before loading anything)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError) as err:
+        raise UsageError(f"--device {device}: {err}") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine (torch {torch.__version__}); "
+                         "use --device cpu")
+
+
+def check_args(args) -> None:
+    """Every option check that needs no model or data loaded."""
+    if (args.data is None) == (args.logs is None):
+        raise UsageError("give exactly one of --data (a data_prep folder) or --logs (a raw purchase-log file)")
+    if not Path(args.model).is_dir():
+        raise UsageError(f"--model {args.model}: no such folder")
+    if not (Path(args.model) / "config.json").is_file():
+        raise UsageError(f"--model {args.model}: not a saved model folder (no config.json)")
+    if args.logs is not None and not Path(args.logs).is_file():
+        raise UsageError(f"--logs {args.logs}: no such file")
+    if args.end_date is not None and args.logs is None:
+        raise UsageError("--end-date applies to --logs only")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_output(Path(args.out), args.overwrite)
+    check_device(args.device)
+
+
+def read_logs(path: Path):
+    """A parquet, CSV or TSV purchase log; the text columns (ids, categories, descriptions) stay text."""
+    import pandas as pd
+
+    from data_prep.schema import CANONICAL_COLUMNS
+
+    name = path.name.lower()
+    if not name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
+        return pd.read_parquet(path)
+    text = {c.name: str for c in CANONICAL_COLUMNS if c.kind == "string"}
+    return pd.read_csv(path, dtype=text, sep="\t" if ".tsv" in name else ",", low_memory=False)
+
+
+def encode(args):
+    """Load, encode and write; returns the embeddings."""
+    import warnings
+
+    from .encoder import DroppedUsersWarning, UserEncoder
+
+    encoder = UserEncoder.from_pretrained(args.model, data=args.data, device=args.device)
+    if args.data is not None:
+        from datasets import concatenate_datasets
+
+        splits = ["train", "validation"] if args.split == "all" else [args.split]
+        users = concatenate_datasets([encoder.data.dataset[s] for s in splits])
+    else:
+        users = read_logs(Path(args.logs))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DroppedUsersWarning)
+        embeddings = encoder.encode(users, batch_size=args.batch_size, user_representation=args.user_representation,
+                                    normalize=args.normalize, output_path=args.out, end_date=args.end_date)
+    for warning in caught:
+        if issubclass(warning.category, DroppedUsersWarning):
+            print(f"warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return embeddings
+
+
+def exit_status(err: Exception) -> int:
+    """2 for bad input (options, files, data), 1 for runtime faults (non-finite weights or embeddings, I/O)."""
+    from .encoder import NonFiniteError
+
+    if isinstance(err, NonFiniteError):
+        return 1
+    return 2 if isinstance(err, (ValueError, FileNotFoundError)) else 1
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if (args.data is None) == (args.logs is None):
-        print("error: give exactly one of --data (a data_prep folder) or --logs (a raw purchase-log file)",
-              file=sys.stderr)
-        return 2
-    if not Path(args.model).is_dir():
-        print(f"error: --model {args.model}: no such folder", file=sys.stderr)
-        return 2
-    from .encoder import UserEncoder
-
     start = time.perf_counter()
     try:
-        encoder = UserEncoder.from_pretrained(args.model, data=args.data, device=args.device)
-        if args.data is not None:
-            from datasets import concatenate_datasets
-
-            splits = ["train", "validation"] if args.split == "all" else [args.split]
-            users = concatenate_datasets([encoder.data.dataset[s] for s in splits])
-        else:
-            import pandas as pd
-
-            path = Path(args.logs)
-            users = pd.read_csv(path) if path.suffix.lower() in (".csv", ".tsv") else pd.read_parquet(path)
-        embeddings = encoder.encode(users, batch_size=args.batch_size, user_representation=args.user_representation,
-                                    normalize=args.normalize, output_path=args.out, end_date=args.end_date)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        check_args(args)
+        embeddings = encode(args)
+    except Exception as err:  # noqa: BLE001  (every failure ends in one `error:` line; --debug shows the traceback)
+        if args.debug:
+            raise
+        status = exit_status(err)
+        known = status == 2 or isinstance(err, (ValueError, OSError))
+        print(f"error: {err}" if known else f"error: {type(err).__name__}: {err} (--debug shows the traceback)",
+              file=sys.stderr)
+        return status
     seconds = time.perf_counter() - start
     print(f"wrote {len(embeddings)} users x {embeddings.shape[1]} to {args.out} in {seconds:.1f} s "
           f"({len(embeddings) / seconds:.0f} users/s)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +24,65 @@ from tqdm.auto import tqdm
 
 from .collator import ShopperBertCollator
 from .configuration_shopperbert import TEXT_INDEX_FIELD, ShopperBertConfig
+from .contract import FINGERPRINT_KEY, check_fingerprints, vocabulary_fingerprint
 from .modeling_shopperbert import ShopperBertModel, ShopperBertPreTrainedModel, pool_user_embedding
 
 CHECKPOINT_DATA_FILES = ("metadata.json", "vocab.json")
+VOCABULARY_SIZES = ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year")
 
 
-def check_data_matches_config(config: ShopperBertConfig, metadata: dict, where: str) -> None:
-    """Raise `ValueError` when prepared data's vocabularies differ from the model's."""
-    for name in ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year"):
-        if name in metadata and metadata[name] != getattr(config, name):
+class NonFiniteError(ValueError):
+    """Weights or embeddings hold NaN or inf (e.g. a diverged training run); nothing was written."""
+
+
+def _setting(config, name: str):
+    """A config value from a `ShopperBertConfig` or a config.json dict (None when absent)."""
+    return config.get(name) if isinstance(config, Mapping) else getattr(config, name, None)
+
+
+def check_data_matches_config(config, metadata: dict, where: str) -> None:
+    """Raise `ValueError` when prepared data's vocabulary sizes differ from the model's (`config`: a
+    `ShopperBertConfig` or a config.json dict)."""
+    for name in VOCABULARY_SIZES:
+        expected = _setting(config, name)
+        if name in metadata and expected is not None and metadata[name] != expected:
             raise ValueError(
                 f"{where} has {name}={metadata[name]} but the model was trained with {name}="
-                f"{getattr(config, name)}: encode users with the vocabulary the model was pre-trained on"
+                f"{expected}: encode users with the vocabulary the model was pre-trained on"
             )
+
+
+def corpus_fingerprint(metadata: Mapping | None, vocab: Mapping | None) -> str | None:
+    """A corpus' vocabulary fingerprint: the one its metadata.json records, else computed from its vocab.json
+    content (older corpora); None when neither is known."""
+    if metadata and metadata.get(FINGERPRINT_KEY):
+        return metadata[FINGERPRINT_KEY]
+    return vocabulary_fingerprint(vocab) if vocab is not None else None
+
+
+def check_vocabulary(config, metadata: Mapping | None, vocab: Mapping | None, where: str, *,
+                     model: str = "the model", model_fingerprint: str | None = None) -> None:
+    """Raise `ValueError` when a corpus (`metadata`, `vocab`, read from `where`) is not the model's: its sizes differ,
+    or its vocabulary content differs from the model's (config `vocab_fingerprint`, else `model_fingerprint`, e.g.
+    of the checkpoint's own vocab.json). With no fingerprint on either side only the sizes are checked."""
+    check_data_matches_config(config, dict(metadata or {}), where)
+    expected = _setting(config, FINGERPRINT_KEY) or model_fingerprint
+    check_fingerprints(expected, corpus_fingerprint(metadata, vocab), expected_from=model, found_from=where)
+
+
+def non_finite_tensors(named_tensors) -> list[str]:
+    """Names of the floating-point tensors of `(name, tensor)` pairs that hold NaN or inf."""
+    return [name for name, tensor in named_tensors
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+
+
+def check_finite_weights(model: torch.nn.Module, where: str) -> None:
+    """Raise `NonFiniteError` naming the first parameters or buffers of `model` that hold NaN or inf."""
+    bad = non_finite_tensors(list(model.named_parameters()) + list(model.named_buffers()))
+    if bad:
+        raise NonFiniteError(f"{where} has non-finite (NaN/inf) weights in {len(bad)} tensors ({', '.join(bad[:3])}"
+                             f"{', ...' if len(bad) > 3 else ''}): the training run diverged; use an earlier "
+                             "checkpoint (e.g. best/) or re-train")
 
 
 class UserEncoder:
@@ -48,14 +94,20 @@ class UserEncoder:
         descriptions: texts of those rows (needed to encode raw logs whose products are already embedded).
         vocab, metadata: the pre-training corpus' `vocab.json` / `metadata.json` (to encode raw logs).
         device: where to run; defaults to CUDA when available.
+        where: how messages name the model (e.g. its folder).
+
+    Raises `NonFiniteError` when the model's weights hold NaN or inf, and `ValueError` when `vocab` / `metadata` are
+    not the model's vocabulary (sizes, and content when the config records a `vocab_fingerprint`).
     """
 
     def __init__(self, model: ShopperBertPreTrainedModel, text_embeddings=None, descriptions=None, vocab=None,
-                 metadata=None, device: str | torch.device | None = None):
+                 metadata=None, device: str | torch.device | None = None, where: str = "the model"):
         if not isinstance(model, ShopperBertModel):
             model = getattr(model, "shopperbert", model)
         if not isinstance(model, ShopperBertModel) and type(model).__name__ != "ShopperBertModel":
             raise TypeError(f"UserEncoder needs a ShopperBERT model, got {type(model).__name__}")
+        check_finite_weights(model, where)
+        self.where = where
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.config = model.config
@@ -64,8 +116,8 @@ class UserEncoder:
         self.vocab = vocab
         self.metadata = metadata
         self.data = None
-        if metadata is not None:
-            check_data_matches_config(self.config, metadata, "the given metadata")
+        if metadata is not None or vocab is not None:
+            check_vocabulary(self.config, metadata, vocab, f"the vocab.json/metadata.json of {where}", model=where)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, data: str | os.PathLike | None = None,
@@ -85,7 +137,7 @@ class UserEncoder:
             vocab = json.loads((path / "vocab.json").read_text())
         if (path / "metadata.json").is_file():
             metadata = json.loads((path / "metadata.json").read_text())
-        encoder = cls(model, vocab=vocab, metadata=metadata, device=device)
+        encoder = cls(model, vocab=vocab, metadata=metadata, device=device, where=f"model {path}")
         if data is not None:
             encoder.attach_data(data)
         return encoder
@@ -95,7 +147,9 @@ class UserEncoder:
         from data_prep import load_descriptions, load_prepared
 
         prepared = load_prepared(data)
-        check_data_matches_config(self.config, prepared.metadata, f"data folder {data}")
+        own = corpus_fingerprint(self.metadata, self.vocab)  # the checkpoint's copy of its corpus' vocab.json
+        check_vocabulary(self.config, prepared.metadata, prepared.vocab, f"data folder {data}", model=self.where,
+                         model_fingerprint=own)
         self.data = prepared
         self.text_embeddings = np.asarray(prepared.embeddings, dtype=np.float32)
         self.descriptions = list(load_descriptions(data)["description"])
@@ -119,6 +173,7 @@ class UserEncoder:
                 text = np.zeros((0, self.config.text_embedding_size), dtype=np.float32)
             rows, text = encode_logs(users, self.vocab, self.metadata, text, self.descriptions or [],
                                      end_date=end_date, progress=show_progress_bar)
+            warn_dropped_users(users, rows, end_date)
             return rows, np.asarray(text, dtype=np.float32)
         if self.text_embeddings is None:
             raise ValueError("prepared rows index a text-embedding matrix: pass `text_embeddings=` or "
@@ -156,7 +211,10 @@ class UserEncoder:
             normalize: L2-normalise each embedding.
             convert_to_numpy / convert_to_tensor: numpy array (default) or torch tensor.
             output_path: also write a parquet file with `user_id` and `embedding` columns.
-            end_date: for raw logs, keep only purchases before this date.
+            end_date: for raw logs, keep only purchases before this date; users with no purchase before it get no
+                row (a `DroppedUsersWarning` says how many).
+
+        Raises `NonFiniteError` (nothing written) when an embedding holds NaN or inf.
         """
         representation = user_representation or self.config.user_representation
         if representation not in ("mean", "cls"):
@@ -181,11 +239,16 @@ class UserEncoder:
             batch = collator([rows[int(i)] for i in index])
             batch = {k: v.to(self.device) for k, v in batch.items()}
             hidden = self.model(**batch).last_hidden_state  # (B, T, H)
-            chunks.append(pool_user_embedding(hidden, batch["category_ids"], representation).float().cpu())
+            chunks.append(pool_user_embedding(hidden, batch["category_ids"], representation,
+                                              batch.get("attention_mask")).float().cpu())
         embeddings = torch.empty(num_users, chunks[0].shape[-1])
         embeddings[torch.from_numpy(order)] = torch.cat(chunks)
         if normalize:
             embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
+        bad = int((~torch.isfinite(embeddings).all(dim=-1)).sum())
+        if bad:
+            raise NonFiniteError(f"{bad} of {num_users} user embeddings of {self.where} are not finite (NaN/inf); "
+                                 "nothing was written: check the weights and the text-embedding matrix")
         if output_path is not None:
             write_user_embeddings(output_path, self.user_ids(rows), embeddings.numpy())
         if convert_to_tensor:
@@ -193,21 +256,49 @@ class UserEncoder:
         return embeddings.numpy() if convert_to_numpy else embeddings
 
 
+class DroppedUsersWarning(UserWarning):
+    """Users of a raw log that got no embedding (no purchase in the time window)."""
+
+
+def warn_dropped_users(logs, rows, end_date) -> list[str]:
+    """Warn (`DroppedUsersWarning`) about the users of `logs` that `rows` lacks; returns their ids."""
+    import warnings
+
+    encoded = set(UserEncoder.user_ids(rows))
+    dropped = sorted({str(u) for u in logs["user_id"].dropna().unique()} - encoded)
+    if dropped:
+        shown = ", ".join(dropped[:5]) + (", ..." if len(dropped) > 5 else "")
+        warnings.warn(f"{len(dropped)} of {len(encoded) + len(dropped)} users have no purchase before the end date "
+                      f"{end_date} and get no embedding ({shown})", DroppedUsersWarning, stacklevel=4)
+    return dropped
+
+
 def write_user_embeddings(path, user_ids: Sequence[str], embeddings: np.ndarray) -> Path:
-    """Parquet with `user_id` (string) and `embedding` (list<float32>) columns, written atomically."""
+    """Parquet with `user_id` (string) and `embedding` (list<float32>) columns, written atomically (nothing is left
+    behind on failure). Raises `NonFiniteError` on NaN/inf embeddings and `IsADirectoryError` when `path` is a
+    folder."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     path = Path(path)
     if len(user_ids) != len(embeddings):
         raise ValueError(f"{len(user_ids)} user ids for {len(embeddings)} embeddings")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; give a file name for the embeddings (e.g. users.parquet)")
+    matrix = np.ascontiguousarray(embeddings, dtype=np.float32)
+    if not np.isfinite(matrix).all():
+        raise NonFiniteError(f"{int((~np.isfinite(matrix).all(axis=1)).sum())} embeddings are not finite (NaN/inf); "
+                             f"{path} was not written")
     path.parent.mkdir(parents=True, exist_ok=True)
-    flat = pa.array(np.ascontiguousarray(embeddings, dtype=np.float32).reshape(-1))
-    vectors = pa.FixedSizeListArray.from_arrays(flat, embeddings.shape[1])
+    vectors = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
     table = pa.table({"user_id": pa.array([str(u) for u in user_ids], pa.string()), "embedding": vectors})
     tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -219,4 +310,5 @@ def read_user_embeddings(path) -> tuple[list[str], np.ndarray]:
     return [str(u) for u in table.column("user_id").to_pylist()], vectors
 
 
-__all__ = ["UserEncoder", "read_user_embeddings", "write_user_embeddings", "check_data_matches_config"]
+__all__ = ["DroppedUsersWarning", "NonFiniteError", "UserEncoder", "check_data_matches_config", "check_vocabulary",
+           "corpus_fingerprint", "read_user_embeddings", "write_user_embeddings"]

@@ -20,8 +20,11 @@ The folder written to `--out` is complete on its own:
     loss_curve.png                 the MPP loss curve (when the run folder has one)
     README.md                      the model card, generated from the files above: no number is typed in
 
-It is written to a temporary folder next to `--out` and renamed into place; an existing `--out` is refused unless
-`--overwrite` (and even then only a folder this command wrote is replaced).
+It is written to a temporary folder next to `--out` and renamed into place (files get the umask's usual mode); an
+existing `--out` is refused unless `--overwrite` (and even then only a folder this command wrote is replaced). Also
+refused, before anything is written: an invalid `--repo-id` (NAMESPACE/NAME, even without `--push`), a
+metadata.json/vocab.json of another vocabulary than the model's (sizes, and content when a `vocab_fingerprint` is
+known), and weights holding NaN or inf (exit 1). Errors print `error: ...` (a traceback only with `--debug`).
 
 `--push` uploads the folder with `huggingface_hub` (`create_repo` + `upload_folder`) to `--repo-id`, on the Hub
 that `HF_ENDPOINT` names (default https://huggingface.co), with the token in `HF_TOKEN` (or `hf auth login`). It
@@ -67,7 +70,16 @@ PAPER_AUTHORS = "Kyuyong Shin, Hanock Kwak, Kyung-Min Kim, Minkyu Kim, Young-Jin
 
 
 class PublishError(Exception):
-    """A problem with the inputs or the environment, with a message meant for the user (printed without traceback)."""
+    """A problem with the inputs or the environment, with a message meant for the user (printed without traceback,
+    exit status 2)."""
+
+    exit_status = 2
+
+
+class PublishFault(PublishError):
+    """What would be published is broken (non-finite weights): nothing is written; exit status 1."""
+
+    exit_status = 1
 
 
 def log(message: str) -> None:
@@ -146,10 +158,7 @@ def gather_sources(checkpoint, which="final", data=None, results=None, results_l
     config = read_json(model_dir / "config.json")
     if config.get("model_type") != "shopperbert":
         raise PublishError(f"{model_dir}/config.json has model_type {config.get('model_type')!r}, not 'shopperbert'")
-    for name in ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year"):
-        if name in config and sources.metadata[name] != config[name]:
-            raise PublishError(f"{sources.data_file('metadata.json')} has {name}={sources.metadata[name]} but the "
-                               f"model has {config[name]}: it describes another corpus")
+    check_corpus_matches(config, sources)
     if (model_dir / "training_info.json").is_file():
         sources.training_info = read_json(model_dir / "training_info.json")
     if run_dir is not None and (run_dir / "run_config.json").is_file():
@@ -164,6 +173,52 @@ def gather_sources(checkpoint, which="final", data=None, results=None, results_l
             raise PublishError(f"{results_file} holds no task results")
         sources.results_label = match_results_checkpoint(sources.results, model_dir, results_label)
     return sources
+
+
+def check_corpus_matches(config: dict, sources: Sources) -> None:
+    """The corpus files (metadata.json, vocab.json) must be the model's: same sizes, and the same vocabulary content
+    when the config or the corpus records a fingerprint (older ones without: sizes only)."""
+    from .encoder import check_vocabulary
+
+    metadata_file, vocab_file = sources.data_file("metadata.json"), sources.data_file("vocab.json")
+    try:
+        check_vocabulary(config, sources.metadata, read_json(vocab_file), f"{metadata_file} / {vocab_file}",
+                         model=f"the model {sources.model_dir}")
+    except ValueError as err:
+        raise PublishError(f"{err}; it describes another corpus") from None
+
+
+def check_finite_weights(folder: Path) -> None:
+    """Refuse weights holding NaN or inf (a diverged training run), before anything is written."""
+    from safetensors import safe_open
+
+    from .encoder import non_finite_tensors
+
+    bad = []
+    for path in _safetensors_files(folder):
+        if path.is_file():
+            with safe_open(str(path), framework="pt") as handle:
+                bad += non_finite_tensors((key, handle.get_tensor(key)) for key in handle.keys())
+    if bad:
+        raise PublishFault(f"{folder} has non-finite (NaN/inf) weights in {len(bad)} tensors ({', '.join(bad[:3])}"
+                           f"{', ...' if len(bad) > 3 else ''}): the training run diverged; publish an earlier "
+                           "checkpoint (e.g. --which best) or re-train. Nothing was written.")
+
+
+def check_repo_id(repo_id: str | None) -> None:
+    """A Hub repository id (`namespace/name`, huggingface_hub's rules), checked even without --push."""
+    if repo_id is None:
+        return
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    if repo_id.count("/") != 1:
+        raise PublishError(f"--repo-id {repo_id!r} is not a valid repository id: give it as NAMESPACE/NAME "
+                           "(your user or organisation, then the model name)")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise PublishError(f"--repo-id {repo_id!r} is not a valid repository id: {err}") from None
 
 
 def match_results_checkpoint(results: dict, model_dir: Path, label: str | None) -> str:
@@ -609,6 +664,7 @@ def build_folder(sources: Sources, out: Path, repo_id: str | None = None, model_
         raise PublishError(f"{sources.model_dir}/config.json names architecture {architecture!r}, not a ShopperBERT "
                            "model class")
 
+    check_finite_weights(sources.model_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -640,6 +696,8 @@ def build_folder(sources: Sources, out: Path, repo_id: str | None = None, model_
         if problems:
             raise PublishError("the published folder is incomplete:\n  " + "\n  ".join(problems))
         tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the published folder gets the usual mode
+        for path in tmp.iterdir():  # atomic writers (safetensors) make files 0600: give them the usual mode too
+            path.chmod(0o666 & ~_umask())
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
             os.replace(out, old / out.name)
@@ -668,15 +726,11 @@ def preflight_push(repo_id: str | None) -> HubTarget:
     """Everything that can stop a push, checked before the weights are loaded or any file is sent: the repo id,
     HF_HUB_OFFLINE, a token, and (one request) that the Hub at HF_ENDPOINT is reachable and accepts the token."""
     from huggingface_hub import HfApi, constants, get_token
-    from huggingface_hub.errors import HfHubHTTPError, HFValidationError
-    from huggingface_hub.utils import validate_repo_id
+    from huggingface_hub.errors import HfHubHTTPError
 
     if not repo_id:
         raise PublishError("--push needs --repo-id ORG/NAME (the Hub repository to upload to)")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError as err:
-        raise PublishError(f"--repo-id {repo_id!r} is not a valid repository id: {err}") from None
+    check_repo_id(repo_id)
     if constants.HF_HUB_OFFLINE:
         raise PublishError(
             "HF_HUB_OFFLINE is set, so huggingface_hub sends no request: nothing was uploaded. Unset it (or set "
@@ -748,6 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "repository keeps its visibility)")
     parser.add_argument("--commit-message", default=None, help="commit message of the upload")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out written by this command")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of unexpected errors")
     return parser
 
 
@@ -757,6 +812,7 @@ def main(argv=None) -> int:
     try:
         if args.push and not args.repo_id:
             raise PublishError("--push needs --repo-id ORG/NAME (the Hub repository to upload to)")
+        check_repo_id(args.repo_id)
         # 1. The local inputs: JSON files only, no weights loaded, no request sent.
         sources = None
         if args.checkpoint is None:
@@ -767,6 +823,7 @@ def main(argv=None) -> int:
             problems = check_published_folder(out)
             if problems:
                 raise PublishError(f"{out} is not a complete published folder:\n  " + "\n  ".join(problems))
+            check_finite_weights(out)
         else:
             sources = gather_sources(args.checkpoint, args.which, args.data, args.results, args.results_model)
             check_output(out, args.overwrite, sources.inputs())
@@ -789,7 +846,12 @@ def main(argv=None) -> int:
                   f"--repo-id {args.repo_id or 'ORG/NAME'} --push")
     except PublishError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_status
+    except Exception as err:  # noqa: BLE001  (one `error:` line; --debug shows the traceback)
+        if args.debug:
+            raise
+        print(f"error: {type(err).__name__}: {err} (--debug shows the traceback)", file=sys.stderr)
+        return 1
     return 0
 
 
