@@ -110,6 +110,12 @@ def protocol_name(options: dict) -> str:
     return "full protocol" if schedule(options) == schedule(asdict(RunOptions())) else "reduced protocol"
 
 
+def seed_range(entry: dict) -> str:
+    """`n`, or `a-b` when the task's models ran different numbers of seeds."""
+    counts = sorted({m["n"] for m in entry["models"].values()}) or [0]
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+
 def results_section(results: dict, results_dir: Path | list[Path] | None = None, root: Path | None = None,
                     command: str | None = None) -> str:
     """Tables 4-6 and the headline of `results`; with `results_dir` (the `--results` specs the results came from)
@@ -117,15 +123,17 @@ def results_section(results: dict, results_dir: Path | list[Path] | None = None,
     `command` is the one that wrote the card."""
     options = results["config"]["options"]
     stopped = ""
-    if "seconds" not in results:  # stopped before its last seed: report only the seeds every model finished
+    if "seconds" not in results and "stopped" not in results:  # one run, stopped before its last seed
         started = {s for e in results["tasks"].values() for m in e["models"].values() for s in m["seeds"]}
         complete_seeds(results)
-        summarise(results)
-        stopped = (f" Not every run finished its seeds ({len(started)} seeds started); each task reports only "
-                   "the seeds that all of its models finished.")
-    else:  # afresh: a results.json written by an older version holds another headline
-        summarise(results)
-    counts = {name: min((m["n"] for m in e["models"].values()), default=0) for name, e in results["tasks"].items()}
+        results["stopped"] = [{"run": "the run", "seeds_started": len(started)}]
+    summarise(results)  # afresh: a results.json written by an older version holds another headline
+    if results.get("stopped"):
+        runs = ", ".join(f"{r['run']} ({r['seeds_started']} seeds started)" for r in results["stopped"])
+        stopped = (f" Not every run finished its seeds: {runs}; each such run reports only the seeds that all of "
+                   "its models finished, so models can differ in their number of seeds (a `seeds` row says so) "
+                   "and every comparison pairs the seeds both models ran.")
+    counts = {name: seed_range(e) for name, e in results["tasks"].items()}
     if len(set(counts.values())) <= 1:
         seeds = f"{next(iter(counts.values()), 0)} seed(s) per task"
     else:
@@ -346,6 +354,10 @@ def load_results(spec) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no results.json (not an `eval_suite run` output folder)")
     results = json.loads(path.read_text())
+    if "seconds" not in results:  # stopped before its last seed: keep the seeds every model of this run finished
+        started = {s for e in results["tasks"].values() for m in e["models"].values() for s in m["seeds"]}
+        complete_seeds(results)
+        results["stopped"] = [{"run": str(folder), "seeds_started": len(started)}]
     if seeds:
         first, last = seeds
         keep = {str(s) for s in range(first, last + 1)}

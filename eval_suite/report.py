@@ -198,6 +198,9 @@ def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
     merged["config"]["options"]["first_seed"] = min(r["config"]["options"]["first_seed"] for r in runs)
     if all("seconds" in r for r in runs):
         merged["seconds"] = sum(r["seconds"] for r in runs)
+    stopped = [s for r in runs for s in r.get("stopped", [])]
+    if stopped:  # each stopped run already kept only the seeds all of its models finished (model_card.load_results)
+        merged["stopped"] = stopped
     return merged
 
 
@@ -398,10 +401,13 @@ def table4(results: dict) -> str:
     for task_name, entry in results["tasks"].items():
         models = list(entry["models"])
         metrics = CLASSIFICATION_METRICS if entry["kind"] == "classification" else RANKING_METRICS
-        n = max((m.get("n", 0) for m in entry["models"].values()), default=0)
+        counts = [entry["models"][m].get("n", 0) for m in models]
+        n = max(counts, default=0)
         lines.append(f"**{task_name}** ({entry['paper_analogue']}; {n} seed{'s' if n != 1 else ''})\n")
         lines.append("| metric | " + " | ".join(models) + " |")
         lines.append("|---|" + "---:|" * len(models))
+        if len(set(counts)) > 1:  # runs merged over different seeds: say which model has how many
+            lines.append("| seeds | " + " | ".join(str(c) for c in counts) + " |")
         for key, label in metrics:
             row = [_cell(entry["models"][m], key) for m in models]
             means = [entry["models"][m].get("mean", {}).get(key) for m in models]

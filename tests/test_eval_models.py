@@ -105,7 +105,7 @@ def test_stopped_run_reports_only_seeds_every_model_finished():
     text = results_section(results)  # no "seconds": stopped in seed 2 after kids' U-MLP
     kids = results["tasks"]["kids"]["models"]
     assert set(kids["U-MLP MP"]["seeds"]) == {"0", "1"} and kids["U-MLP MP"]["mean"]["auroc"] == pytest.approx(0.71)
-    assert "Not every run finished its seeds (3 seeds started)" in text
+    assert "Not every run finished its seeds: the run (3 seeds started)" in text
     assert "(2 seed(s) per task; reduced protocol" in text
 
 
@@ -187,6 +187,36 @@ def test_model_card_results_from_seed_ranges_of_two_runs(tmp_path):
         update_model_card(card, results_dir=[str(tmp_path / "a"), str(tmp_path / "b")])
     with pytest.raises(FileNotFoundError, match="no results.json"):
         load_results(tmp_path / "missing")
+
+
+def test_a_stopped_run_merged_with_a_finished_one_keeps_the_finished_runs_seeds(tmp_path):
+    """The Transformers' run stopped in its third seed; the U-MLP run finished all five: U-MLP keeps five seeds,
+    P-Trans its two complete ones, the table says so, and the comparison pairs the two common seeds."""
+    import json
+    from dataclasses import asdict
+
+    from eval_suite.model_card import update_model_card
+    from eval_suite.run import RunOptions
+
+    def write(folder, rows, seconds, **options):
+        (tmp_path / folder).mkdir()
+        tasks = {"kids": {"kind": "classification", "paper_analogue": "GC", "models": {
+            name: {"seeds": {str(i): {"auroc": v, "f1": 0.5, "accuracy": 0.5, "val_auroc": v}
+                             for i, v in enumerate(values)}} for name, values in rows.items()}}}
+        record = {"config": {"data": "d", "options": asdict(RunOptions(**options))}, "tasks": tasks}
+        if seconds:
+            record["seconds"] = seconds
+        (tmp_path / folder / "results.json").write_text(json.dumps(record))
+
+    write("umlp", {"U-MLP MP": [0.6, 0.7, 0.8, 0.7, 0.6]}, 10.0, repeats=5, models=("u-mlp",))
+    write("trans", {"P-Trans": [0.5, 0.55, 0.9], "UP-Trans MP": [0.5, 0.6]}, None, repeats=5,
+          models=("p-trans", "up-trans"))
+    card = tmp_path / "card.md"
+    update_model_card(card, results_dir=[str(tmp_path / "umlp"), str(tmp_path / "trans")])
+    text = card.read_text()
+    assert "0.6800 ± 0.0837" in text  # U-MLP over its five seeds
+    assert "| seeds | 5 | 2 | 2 |" in text  # P-Trans' third seed is dropped: UP-Trans did not finish it
+    assert "trans (3 seeds started)" in text
 
 
 # -- models --------------------------------------------------------------------------------------------------------
