@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS, NUM_SPECIAL_IDS, SPECIAL_TOKENS
+from modeling_shopperbert.contract import FINGERPRINT_KEY, vocabulary_fingerprint
 
 from . import processing as P
 from .build import DATASET_DIR, DESCRIPTIONS_FILE, EMBEDDINGS_FILE, FORMAT_VERSION, METADATA_FILE, VOCAB_FILE
@@ -35,9 +36,17 @@ def _folder(path) -> Path:
     return path
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataPrepError(f"{path}: cannot read it as JSON ({exc}); rebuild the corpus") from None
+
+
 def load_metadata(path) -> dict:
-    """metadata.json of a prepared corpus (e.g. for `ShopperBertConfig.from_data_metadata`)."""
-    meta = json.loads((_folder(path) / METADATA_FILE).read_text())
+    """metadata.json of a prepared corpus (e.g. for `ShopperBertConfig.from_data_metadata`). Corpora built since
+    the vocabulary fingerprint exists record it as `metadata["vocab_fingerprint"]` (see `load_vocab`)."""
+    meta = _read_json(_folder(path) / METADATA_FILE)
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataPrepError(f"{path}: format_version {meta.get('format_version')!r} is not supported "
                             f"(this data_prep reads version {FORMAT_VERSION}); rebuild the corpus")
@@ -52,8 +61,24 @@ def load_embeddings(path) -> np.ndarray:
 
 
 def load_vocab(path) -> dict:
-    """vocab.json: {"category_1": [tokens...], ...}; list index = id."""
-    return json.loads((_folder(path) / VOCAB_FILE).read_text())
+    """vocab.json: {"category_1": [tokens...], ...}; list index = id.
+
+    When metadata.json records a vocabulary fingerprint (`metadata["vocab_fingerprint"]`), the file must still match
+    it: a vocab.json changed after the build raises `DataPrepError` (a ValueError) naming the file. Corpora built
+    before the fingerprint existed load unchecked.
+    """
+    folder = _folder(path)
+    vocab = _read_json(folder / VOCAB_FILE)
+    if not isinstance(vocab, dict):
+        raise DataPrepError(f"{folder / VOCAB_FILE}: expected a dictionary level -> tokens, got "
+                            f"{type(vocab).__name__}")
+    recorded = _read_json(folder / METADATA_FILE).get(FINGERPRINT_KEY)
+    found = vocabulary_fingerprint(vocab) if recorded else None
+    if recorded and found != recorded:
+        raise DataPrepError(f"{folder / VOCAB_FILE} does not match the {FINGERPRINT_KEY} {recorded} recorded in "
+                            f"{folder / METADATA_FILE} (the file's is {found}): it was changed after the build; "
+                            "rebuild the corpus")
+    return vocab
 
 
 def load_descriptions(path) -> pd.DataFrame:

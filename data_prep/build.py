@@ -5,7 +5,8 @@
       text_embeddings.safetensors  tensor "embeddings": float32 (num_descriptions, text_dim), L2-normalised rows
       descriptions.parquet         text_idx -> description, purchases, product ids
       vocab.json                   {"category_1": ["[PAD]", "[MASK]", "[CLS]", "[UNK]", value, ...], ...}
-      metadata.json                vocabulary sizes (ShopperBertConfig.from_data_metadata), counts, filters, ...
+      metadata.json                vocabulary sizes (ShopperBertConfig.from_data_metadata), vocab_fingerprint, ...
+      .shopperbert-corpus          marker: written by `data_prep build` (--overwrite replaces only such a folder)
 
 The build runs in three passes over chunks of complete users (one chunk for Complete Journey), so memory is
 bounded by the largest chunk plus per-user counters:
@@ -16,7 +17,8 @@ bounded by the largest chunk plus per-user counters:
 3. per-user rows written as Arrow streams, then saved as a DatasetDict.
 
 Everything is written into a temporary folder beside the target and renamed at the end, so an interrupted build
-never leaves a half-written dataset at `<out>`.
+never leaves a half-written dataset at `<out>`. `--overwrite` replaces only a folder this command wrote (marker file,
+or a corpus from before the marker) that holds nothing else, and never an input.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from modeling_shopperbert.configuration_shopperbert import (
     WEEKDAY_VOCAB_SIZE,
 )
 
+from modeling_shopperbert.contract import FINGERPRINT_KEY, vocabulary_fingerprint
+
 from . import processing as P
 from .schema import DataPrepError, parse_date
 from .sources import LogSource
@@ -59,6 +63,8 @@ EMBEDDINGS_FILE = "text_embeddings.safetensors"
 DESCRIPTIONS_FILE = "descriptions.parquet"
 VOCAB_FILE = "vocab.json"
 METADATA_FILE = "metadata.json"
+MARKER_FILE = ".shopperbert-corpus"
+CORPUS_ENTRIES = (DATASET_DIR, EMBEDDINGS_FILE, DESCRIPTIONS_FILE, VOCAB_FILE, METADATA_FILE, MARKER_FILE)
 MAX_PRODUCT_IDS_PER_DESCRIPTION = 50
 MAX_SHARD_BYTES = 500 * 1000**2  # a new dataset shard file starts above this size (datasets' default)
 
@@ -108,17 +114,70 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _prepare_target(out: Path, overwrite: bool) -> Path:
+def check_output_location(out, overwrite: bool = False, inputs=()) -> Path:
+    """Refuse (`DataPrepError`, before any work) an output folder that is, contains or lies inside one of `inputs`,
+    that exists without `overwrite`, that `overwrite` must not replace (see `_not_replaceable`), or whose parent
+    cannot be created. Returns `out` as a Path."""
+    out = Path(out)
+    target = out.resolve()
+    for item in inputs:
+        path = Path(item).resolve()
+        if target == path or target in path.parents or path in target.parents:
+            raise DataPrepError(f"--out {out} is, contains or lies inside the input {item}; write the corpus to "
+                                "another folder")
     if out.exists():
         if not overwrite:
             raise DataPrepError(f"output folder {out} already exists; pass --overwrite to replace it")
         if not out.is_dir():
             raise DataPrepError(f"output path {out} exists and is not a folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+        _check_replaceable(out)
+    _check_parent(out)
+    return out
+
+
+def _check_replaceable(out: Path) -> None:
+    reason = _not_replaceable(out)
+    if reason:
+        raise DataPrepError(f"--overwrite refused for {out}: {reason}; nothing was deleted. Choose another --out, or "
+                            "move that folder away yourself")
+
+
+def _not_replaceable(folder: Path) -> str | None:
+    """Why `--overwrite` must not replace `folder`, or None: it may replace an empty folder or a corpus this command
+    wrote (marker file; corpora from before the marker are recognised by their files) holding only corpus files."""
+    names = {p.name for p in folder.iterdir()}
+    extra = sorted(names - set(CORPUS_ENTRIES))
+    if names and MARKER_FILE not in names and not {DATASET_DIR, METADATA_FILE, VOCAB_FILE} <= names:
+        return f"it was not written by `data_prep build` (no {MARKER_FILE} marker; it holds {sorted(names)[:5]})"
+    if extra:
+        return f"it holds files that are not part of a corpus ({extra[:5]})"
+    return None
+
+
+def _check_parent(out: Path) -> None:
+    parent = out.absolute().parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())
+    if not existing.is_dir():
+        raise DataPrepError(f"cannot create {out}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise DataPrepError(f"cannot create {out}: no permission to write in {existing}")
+
+
+def _prepare_target(out: Path, overwrite: bool, inputs=()) -> Path:
+    check_output_location(out, overwrite, inputs)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(out)
+        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+    except OSError as exc:
+        raise DataPrepError(f"cannot create {out}: {exc}") from None
     return tmp
+
+
+def _write_marker(folder: Path, metadata: dict) -> None:
+    _write_json(folder / MARKER_FILE, {"written_by": "python -m data_prep build", "format_version": FORMAT_VERSION,
+                                       FINGERPRINT_KEY: metadata[FINGERPRINT_KEY]})
 
 
 def _pid_alive(pid: int) -> bool:
@@ -140,8 +199,9 @@ def _remove_stale_temporaries(out: Path) -> None:
             continue
         if pid != os.getpid() and not _pid_alive(pid):
             shutil.rmtree(path, ignore_errors=True)
-    for path in out.parent.glob(f".{out.name}.old-*"):
-        shutil.rmtree(path, ignore_errors=True)
+    for path in out.parent.glob(f".{out.name}.old-*"):  # a replaced corpus whose deletion was interrupted
+        if path.is_dir() and _not_replaceable(path) is None:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _commit(tmp: Path, out: Path) -> None:
@@ -167,7 +227,8 @@ def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None
         text_encoder: text model spec or object (see `data_prep.text.resolve_text_encoder`); default MiniLM.
         cache_dir: text-embedding cache root (default `$SHOPPERBERT_CACHE/text` or `~/.cache/shopperbert/text`).
         text_batch_size: descriptions per encoding batch / cache shard.
-        overwrite: replace an existing `out`.
+        overwrite: replace an existing `out` (only a corpus folder this function wrote; see
+            `check_output_location`).
         progress: show progress bars.
         build_args: free-form record of how the build was invoked (stored in metadata).
         log: a function taking one string (default: print to stderr).
@@ -176,20 +237,27 @@ def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     options = options or P.ProcessingOptions()
     options.check()
+    check_text_batch_size(text_batch_size)
     start_ts = parse_date(options.start_date, "--start-date") if options.start_date is not None else None
     end_ts = parse_date(options.end_date, "--end-date") if options.end_date is not None else None
     encoder = resolve_text_encoder(text_encoder)
     out = Path(out)
-    tmp = _prepare_target(out, overwrite)
+    tmp = _prepare_target(out, overwrite, getattr(source, "input_paths", ()))
     try:
         metadata = _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text_batch_size,
                           progress, build_args, log, started)
+        _write_marker(tmp, metadata)
         _commit(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     log(f"wrote {out} in {metadata['build_seconds']:.1f} s")
     return metadata
+
+
+def check_text_batch_size(value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise DataPrepError(f"--text-batch-size must be a positive integer, got {value!r}")
 
 
 def _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text_batch_size, progress,
@@ -310,6 +378,9 @@ def _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text
     embeddings, text_stats = embed_texts(descriptions["description"].tolist(), encoder, cache_dir=cache_dir,
                                          batch_size=text_batch_size, progress=progress)
     timings["text_seconds"] = round(time.perf_counter() - t0, 2)
+    if embeddings.ndim != 2 or len(embeddings) != len(descriptions) or len(embeddings) == 0:
+        raise RuntimeError(f"the text embeddings have shape {embeddings.shape} for {len(descriptions)} "
+                           "descriptions; no corpus was written")
     log(f"text embeddings: {text_stats['texts']:,} descriptions, {text_stats['cached']:,} from the cache, "
         f"{text_stats['encoded']:,} encoded" + (f" ({text_stats['texts_per_second']} /s)"
                                                 if text_stats["encoded"] else ""))
@@ -358,6 +429,7 @@ def _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text
 
     # -- vocab and metadata -------------------------------------------------------------------------------------------
     _write_json(tmp / VOCAB_FILE, vocab)
+    fingerprint = vocabulary_fingerprint(json.loads((tmp / VOCAB_FILE).read_text()))  # of the file's content
     lengths = np.concatenate(seq_lengths) if seq_lengths else np.zeros(0)
     kept_first = int(users["first_ts"].min())
     kept_last = int(users["last_ts"].max())
@@ -380,6 +452,7 @@ def _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text
         "weekday_vocab_size": WEEKDAY_VOCAB_SIZE,
         "hour_vocab_size": HOUR_VOCAB_SIZE,
         "date_base_year": date_base_year,
+        FINGERPRINT_KEY: fingerprint,
         # --- the rest ---
         "special_tokens": list(SPECIAL_TOKENS),
         "unk_id": UNK_ID,
@@ -555,5 +628,6 @@ def _versions() -> dict:
             "numpy": np.__version__, "datasets": datasets.__version__}
 
 
-__all__ = ["build_dataset", "FORMAT_VERSION", "DATASET_DIR", "EMBEDDINGS_FILE", "DESCRIPTIONS_FILE", "VOCAB_FILE",
+__all__ = ["build_dataset", "check_output_location", "check_text_batch_size", "FORMAT_VERSION", "MARKER_FILE",
+           "DATASET_DIR", "EMBEDDINGS_FILE", "DESCRIPTIONS_FILE", "VOCAB_FILE",
            "METADATA_FILE"]

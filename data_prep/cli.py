@@ -7,13 +7,16 @@
     python -m data_prep synthesize --users 1000000 --out data/synth-logs
     python -m data_prep info data/cj
 
-Errors in the input or the options print as `error: ...` without a traceback, with exit status 2.
+Errors in the input or the options print as `error: ...` without a traceback, with exit status 2; other failures
+(a bug, a full disk) print `error: ...` with exit status 1. `--debug` shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import shutil
 import sys
 import uuid
@@ -52,12 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_prep",
                                      description="Purchase logs -> ShopperBERT pre-training corpus.")
     sub = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the traceback of an error")
 
-    b = sub.add_parser("build", help="build a pre-training corpus folder",
+    b = sub.add_parser("build", parents=[common], help="build a pre-training corpus folder",
                        description="Build a pre-training corpus (DatasetDict + text embeddings + vocab + metadata).")
     b.add_argument("--source", required=True, choices=("completejourney", "files", "synthetic"))
     b.add_argument("--out", required=True, help="output folder (refused if it exists, unless --overwrite)")
-    b.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    b.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output folder, if it is a corpus this command wrote (never anything else)")
     b.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
     f = b.add_argument_group("--source files")
     f.add_argument("--input", nargs="+", action="extend", default=[],
@@ -67,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one column mapping, e.g. --map user_id=customer_id; description=brand+name joins columns; "
                         "overrides --mapping")
     f.add_argument("--timestamp-format", help="strftime format of text timestamps, e.g. '%%d/%%m/%%Y %%H:%%M'")
+    f.add_argument("--timestamp-unit", choices=("s", "ms", "us", "ns"),
+                   help="unit of numeric (epoch) timestamps (default s)")
     f.add_argument("--timezone", help="convert timezone-aware timestamps to this zone's wall-clock time")
     f.add_argument("--partitioned-by-user", action="store_true",
                    help="every user's purchases lie in one file: process file by file in bounded memory")
@@ -77,10 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--users", type=int, help="number of synthetic users")
     s.add_argument("--users-per-shard", type=int, default=25_000, help="users per synthetic parquet shard")
     s.add_argument("--mean-purchases", type=float, default=64.0, help="mean purchases per synthetic user")
-    s.add_argument("--synthetic-dir", help="keep the generated logs in this folder (default: a temporary folder)")
+    s.add_argument("--synthetic-dir", help="keep the generated logs in this folder (default: a temporary folder); "
+                                           "with --overwrite, only a folder of generated logs is replaced")
     _add_processing_args(b)
 
-    g = sub.add_parser("synthesize", help="write synthetic purchase logs (sharded parquet; NOT real data)")
+    g = sub.add_parser("synthesize", parents=[common],
+                       help="write synthetic purchase logs (sharded parquet; NOT real data)")
     g.add_argument("--users", type=int, required=True)
     g.add_argument("--out", required=True)
     g.add_argument("--seed", type=int, default=0)
@@ -89,56 +99,93 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overwrite", action="store_true")
     g.add_argument("--quiet", action="store_true")
 
-    i = sub.add_parser("info", help="print the summary of a prepared corpus")
+    i = sub.add_parser("info", parents=[common], help="print the summary of a prepared corpus")
     i.add_argument("path")
     return parser
 
 
+def _check_numbers(args) -> None:
+    """Numeric options that the option objects do not check themselves, before any work."""
+    from .build import check_text_batch_size
+    from .schema import DataPrepError
+
+    check_text_batch_size(args.text_batch_size)
+    for name in ("users", "users_per_shard"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise DataPrepError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if not (args.mean_purchases > 0 and math.isfinite(args.mean_purchases)):
+        raise DataPrepError(f"--mean-purchases must be a positive number, got {args.mean_purchases}")
+
+
+def _file_source(args):
+    from .schema import DataPrepError
+    from .sources import ColumnMapping, FileSource
+
+    if not args.input:
+        raise DataPrepError("--source files needs --input FILE_OR_FOLDER")
+    mapping = ColumnMapping.from_yaml(args.mapping) if args.mapping else ColumnMapping()
+    mapping = mapping.with_pairs(args.map)
+    for name in ("timestamp_format", "timestamp_unit", "timezone"):
+        if getattr(args, name):
+            setattr(mapping, name, getattr(args, name))
+    mapping.check("command line")
+    return FileSource(args.input, mapping, partitioned_by_user=args.partitioned_by_user,
+                      mapping_base=Path(args.mapping).parent if args.mapping else None)
+
+
+def _synthetic_source(args, out: Path):
+    """Generate the logs (into --synthetic-dir, or a temporary folder beside --out); returns (source, folder to
+    delete afterwards or None)."""
+    from .build import check_output_location
+    from .schema import DataPrepError
+    from .sources import FileSource
+    from .synthetic import SyntheticConfig, remove_stale_synthetic_folders, write_synthetic_logs
+
+    if not args.users:
+        raise DataPrepError("--source synthetic needs --users N")
+    config = SyntheticConfig(num_users=args.users, seed=args.seed, users_per_shard=args.users_per_shard,
+                             mean_purchases=args.mean_purchases)
+    config.check()
+    cleanup = None
+    if args.synthetic_dir:
+        logs = Path(args.synthetic_dir)
+        check_output_location(out, args.overwrite, [logs])
+    else:
+        remove_stale_synthetic_folders(out)
+        logs = cleanup = out.parent / f".{out.name}.synthetic-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        files = write_synthetic_logs(logs, config, progress=not args.quiet, overwrite=args.overwrite)
+    except BaseException:
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        raise
+    return FileSource(files, partitioned_by_user=True), cleanup
+
+
 def _cmd_build(args) -> int:
-    from .build import build_dataset
+    from .build import build_dataset, check_output_location
     from .processing import ProcessingOptions
     from .schema import DataPrepError
-    from .sources import ColumnMapping, CompleteJourneySource, FileSource
-    from .synthetic import SyntheticConfig, write_synthetic_logs
+    from .sources import CompleteJourneySource
 
     options = ProcessingOptions(start_date=args.start_date, end_date=args.end_date, dedup=args.dedup,
                                 min_monthly_rate=args.min_monthly_rate, activity_rule=args.activity_rule,
                                 top_fraction=args.top_fraction, validation_fraction=args.validation_fraction,
                                 seed=args.seed, min_category_count=args.min_category_count)
     options.check()
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:  # fail before any expensive work
-        raise DataPrepError(f"output folder {out} already exists; pass --overwrite to replace it")
-    build_args = {k: v for k, v in vars(args).items() if k != "func"}
+    _check_numbers(args)
+    out = check_output_location(args.out, args.overwrite, args.input)  # fail before any expensive work
+    build_args = {k: v for k, v in vars(args).items() if k not in ("func", "debug")}
     cleanup = None
     if args.source == "completejourney":
         if args.input or args.mapping or args.map:
             raise DataPrepError("--input/--mapping/--map belong to --source files")
         source = CompleteJourneySource(fourth_level=args.cj_fourth_level)
     elif args.source == "files":
-        if not args.input:
-            raise DataPrepError("--source files needs --input FILE_OR_FOLDER")
-        mapping = ColumnMapping.from_yaml(args.mapping) if args.mapping else ColumnMapping()
-        mapping = mapping.with_pairs(args.map)
-        if args.timestamp_format:
-            mapping.timestamp_format = args.timestamp_format
-        if args.timezone:
-            mapping.timezone = args.timezone
-        source = FileSource(args.input, mapping, partitioned_by_user=args.partitioned_by_user,
-                            mapping_base=Path(args.mapping).parent if args.mapping else None)
+        source = _file_source(args)
     else:
-        if not args.users:
-            raise DataPrepError("--source synthetic needs --users N")
-        config = SyntheticConfig(num_users=args.users, seed=args.seed, users_per_shard=args.users_per_shard,
-                                 mean_purchases=args.mean_purchases)
-        if args.synthetic_dir:
-            logs = Path(args.synthetic_dir)
-        else:
-            logs = out.parent / f".{out.name}.synthetic-{uuid.uuid4().hex[:8]}"
-            cleanup = logs
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_synthetic_logs(logs, config, progress=not args.quiet, overwrite=args.overwrite)
-        source = FileSource([logs], partitioned_by_user=True)
+        source, cleanup = _synthetic_source(args, out)
     try:
         build_dataset(source, out, options=options, text_encoder=args.text_model, cache_dir=args.cache_dir,
                       text_batch_size=args.text_batch_size, overwrite=args.overwrite, progress=not args.quiet,
@@ -185,6 +232,14 @@ def _sigterm_as_interrupt():
     return signal.signal(signal.SIGTERM, handler)
 
 
+def _report(exc: BaseException, debug: bool, hint: str = "") -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    print(f"error: {exc}{hint}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     import signal
 
@@ -196,8 +251,11 @@ def main(argv=None) -> int:
     try:
         return handler(args)
     except DataPrepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _report(exc, args.debug)
         return 2
+    except Exception as exc:  # a fault, not a bad input: exit 1, the traceback only with --debug
+        _report(exc, args.debug, f" ({type(exc).__name__}; rerun with --debug for the traceback)")
+        return 1
     except KeyboardInterrupt:
         print("interrupted; nothing was written to the output folder", file=sys.stderr)
         return 130

@@ -32,6 +32,7 @@ SECONDS_PER_DAY = 86_400
 DAYS_PER_MONTH = 365.25 / 12
 COMPACT_COLUMNS = ("user_id", "ts") + CATEGORY_FIELDS + ("description", "product_id")
 ACTIVITY_RULES = ("rate", "windows")
+MAX_MONTHLY_RATE = 10_000.0  # purchases per month (over 300 a day): anything above is a typo
 
 
 @dataclass
@@ -69,12 +70,15 @@ class ProcessingOptions:
     def check(self) -> None:
         if self.activity_rule not in ACTIVITY_RULES:
             raise DataPrepError(f"activity_rule must be one of {ACTIVITY_RULES}, got {self.activity_rule!r}")
-        if not (self.min_monthly_rate >= 0 and math.isfinite(self.min_monthly_rate)):
-            raise DataPrepError(f"--min-monthly-rate must be a non-negative number, got {self.min_monthly_rate}")
+        if not 0 <= self.min_monthly_rate <= MAX_MONTHLY_RATE:
+            raise DataPrepError(f"--min-monthly-rate must be a number of purchases per month in [0, "
+                                f"{MAX_MONTHLY_RATE:g}], got {self.min_monthly_rate}")
         if not 0 <= self.top_fraction < 1:
             raise DataPrepError(f"--top-fraction must be in [0, 1), got {self.top_fraction}")
         if not 0 <= self.validation_fraction < 1:
             raise DataPrepError(f"--validation-fraction must be in [0, 1), got {self.validation_fraction}")
+        if self.seed < 0:
+            raise DataPrepError(f"--seed must be a non-negative integer, got {self.seed}")
         if self.min_category_count < 1:
             raise DataPrepError(f"--min-category-count must be at least 1, got {self.min_category_count}")
         start = parse_date(self.start_date, "--start-date") if self.start_date is not None else None

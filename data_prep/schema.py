@@ -97,9 +97,14 @@ def parse_timestamps(values: pd.Series, *, origin: str = "input", column: str = 
 
     - datetime columns pass through (timezone-aware ones are converted to `timezone` if given, then made naive,
       i.e. the wall-clock time of that zone is kept);
-    - numeric columns are read as epochs in `unit` (default seconds);
+    - numeric columns are read as epochs in `unit` (default seconds; numbers too large for seconds are refused
+      with a hint to set the unit);
     - text columns are parsed with `timestamp_format` (strftime syntax) or, if not given, ISO-8601-like inference.
+      Values with different UTC offsets (daylight saving time) are converted to `timezone` if given, else each
+      keeps its own wall-clock time.
     """
+    if timezone:
+        check_timezone(timezone)
     if values.isna().any():
         mask = values.isna().to_numpy()
         row, _ = _first_bad(mask, values, row_numbers)
@@ -108,17 +113,11 @@ def parse_timestamps(values: pd.Series, *, origin: str = "input", column: str = 
     if pd.api.types.is_datetime64_any_dtype(values.dtype):
         parsed = values
     elif pd.api.types.is_numeric_dtype(values.dtype):
+        if unit is None:
+            _check_epoch_seconds(values, origin, column)
         parsed = pd.to_datetime(values, unit=unit or "s", errors="coerce")
     else:
-        text = values.astype("string")
-        if timestamp_format:
-            parsed = pd.to_datetime(text, format=timestamp_format, errors="coerce")
-        else:
-            parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=False)
-            retry_mask = parsed.isna()
-            if retry_mask.any():  # some other common layout: let pandas infer it element by element (slower)
-                retry = pd.to_datetime(text[retry_mask], format="mixed", errors="coerce")
-                parsed = retry if retry_mask.all() else parsed.where(~retry_mask, retry)
+        parsed = _parse_text(values.astype("string"), timestamp_format, timezone, f"{origin}: column '{column}'")
     bad = parsed.isna().to_numpy()
     if bad.any():
         row, value = _first_bad(bad, values, row_numbers)
@@ -129,11 +128,74 @@ def parse_timestamps(values: pd.Series, *, origin: str = "input", column: str = 
             f"{where}: cannot parse column '{column}' value {value!r} at row {row} as a timestamp{hint}; "
             f"{int(bad.sum())} of {len(values)} values do not parse"
         )
+    return _wall_clock(parsed, timezone).astype("datetime64[s]")
+
+
+def check_timezone(name, what: str = "timezone") -> None:
+    """Raise `DataPrepError` unless `name` is a time zone pandas knows (e.g. 'Europe/Berlin', 'UTC')."""
+    try:
+        pd.Timestamp(0, tz="UTC").tz_convert(name)
+    except Exception:
+        raise DataPrepError(f"{what}: unknown time zone {name!r}; use an IANA name such as 'Europe/Berlin' or "
+                            "'UTC'") from None
+
+
+# Epoch numbers at least this large are not seconds (1e11 s is the year 5138): (bound, the unit they look like).
+_EPOCH_UNITS = ((1e17, "ns"), (1e14, "us"), (1e11, "ms"))
+
+
+def _check_epoch_seconds(values: pd.Series, origin: str, column: str) -> None:
+    """Refuse numeric timestamps read as seconds whose size says milliseconds, microseconds or nanoseconds."""
+    biggest = float(np.max(np.abs(values.to_numpy(dtype="float64")))) if len(values) else 0.0
+    for bound, unit in _EPOCH_UNITS:
+        if biggest >= bound:
+            raise DataPrepError(
+                f"{origin}: column '{column}' holds epoch numbers up to {biggest:.0f}, which as seconds would be "
+                f"dates after the year 5000; they look like {unit}: set timestamp_unit: {unit} in the mapping "
+                f"(or --timestamp-unit {unit})")
+
+
+def _wall_clock(parsed: pd.Series, timezone: str | None) -> pd.Series:
+    """Timezone-aware values -> naive wall-clock time (of `timezone` if given, else their own); naive unchanged."""
     if isinstance(parsed.dtype, pd.DatetimeTZDtype):
         if timezone:
             parsed = parsed.dt.tz_convert(timezone)
         parsed = parsed.dt.tz_localize(None)
-    return parsed.astype("datetime64[s]")
+    return parsed
+
+
+def _parse_text_plain(text: pd.Series, timestamp_format: str | None) -> pd.Series:
+    if timestamp_format:
+        return pd.to_datetime(text, format=timestamp_format, errors="coerce")
+    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=False)
+    retry_mask = parsed.isna()
+    if retry_mask.any():  # some other common layout: let pandas infer it element by element (slower)
+        retry = pd.to_datetime(text[retry_mask], format="mixed", errors="coerce")
+        parsed = retry if retry_mask.all() else parsed.where(~retry_mask, retry)
+    return parsed
+
+
+_UTC_OFFSET = r"(Z|[+-]\d{2}:?\d{2})\s*$"
+
+
+def _parse_text(text: pd.Series, timestamp_format: str | None, timezone: str | None, where: str) -> pd.Series:
+    """Text timestamps -> datetimes. Values with different UTC offsets (an export from a zone with daylight saving
+    time, or naive and aware values mixed) are parsed per offset and each group made naive (see `_wall_clock`)."""
+    try:
+        return _parse_text_plain(text, timestamp_format)
+    except ValueError as exc:
+        if "timezone" not in str(exc).lower():
+            raise DataPrepError(f"{where}: cannot parse timestamps: {exc}") from None
+    offsets = text.str.extract(_UTC_OFFSET, expand=False).fillna("")
+    parts = []
+    for offset in offsets.unique():
+        group = text[offsets == offset]
+        try:
+            parts.append(_wall_clock(_parse_text_plain(group, timestamp_format), timezone).astype("datetime64[s]"))
+        except ValueError as exc:
+            raise DataPrepError(f"{where}: cannot parse timestamps with mixed time zones ({exc}); give "
+                                "timestamp_format, or timestamps with numeric UTC offsets") from None
+    return pd.concat(parts).reindex(text.index)
 
 
 def parse_date(value, what: str = "date") -> pd.Timestamp:
@@ -251,5 +313,5 @@ def _to_category(values: pd.Series) -> pd.Series:
 
 __all__ = [
     "DataPrepError", "LogColumn", "CANONICAL_COLUMNS", "CANONICAL_NAMES", "REQUIRED_NAMES", "MISSING_DESCRIPTION",
-    "canonical_features", "parse_date", "parse_timestamps", "validate_log",
+    "canonical_features", "check_timezone", "parse_date", "parse_timestamps", "validate_log",
 ]

@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from .schema import CANONICAL_NAMES, MISSING_DESCRIPTION, DataPrepError, parse_date, validate_log
+from .schema import CANONICAL_NAMES, MISSING_DESCRIPTION, DataPrepError, check_timezone, parse_date, validate_log
 
 SYNTHETIC_MARKER_KEY = b"shopperbert.source"
 SYNTHETIC_MARKER_VALUE = b"synthetic"
@@ -183,6 +183,8 @@ class ColumnMapping:
         return mapping
 
     def check(self, origin: str) -> None:
+        """Raise `DataPrepError` naming `origin` for any wrong key, type or value (before any data is read)."""
+        self._check_types(origin)
         unknown = [k for k in self.columns if k not in CANONICAL_NAMES]
         if unknown:
             raise DataPrepError(f"{origin}: unknown canonical column(s) {unknown}; "
@@ -196,11 +198,33 @@ class ColumnMapping:
                 self.products = {("on" if k is True else k): v for k, v in self.products.items()}
                 if "key" in self.products and "on" not in self.products:
                     self.products["on"] = self.products.pop("key")
-            if not isinstance(self.products, dict) or "path" not in self.products or "on" not in self.products:
-                raise DataPrepError(f"{origin}: 'products' needs 'path' and 'on' (the join key), "
-                                    f"e.g. products: {{path: products.csv, on: product_id}}")
+            keys = ("path", "on") + (("products_on",) if isinstance(self.products, dict) and "products_on" in
+                                      self.products else ())
+            if not isinstance(self.products, dict) or not all(isinstance(self.products.get(k), str) for k in keys):
+                raise DataPrepError(f"{origin}: 'products' needs 'path' and 'on' (the join key) as text, "
+                                    f"e.g. products: {{path: products.csv, on: product_id}}; got {self.products!r}")
         if self.timestamp_unit not in (None, "s", "ms", "us", "ns"):
             raise DataPrepError(f"{origin}: timestamp_unit must be one of s, ms, us, ns (got {self.timestamp_unit!r})")
+        if self.timezone is not None:
+            check_timezone(self.timezone, f"{origin}: timezone")
+
+    def _check_types(self, origin: str) -> None:
+        for key in ("columns", "read_options", "category_levels"):
+            value = getattr(self, key)
+            if not isinstance(value, dict):
+                raise DataPrepError(f"{origin}: '{key}' must be a dictionary, got {type(value).__name__} {value!r}")
+        for key in ("timestamp_format", "timestamp_unit", "timezone"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise DataPrepError(f"{origin}: '{key}' must be text, got {type(value).__name__} {value!r}")
+        for key, value in self.columns.items():
+            parts = value if isinstance(value, list) else [value]
+            if not parts or not all(isinstance(v, str) and v for v in parts):
+                raise DataPrepError(f"{origin}: columns.{key} must be a column name (text; quote names that look "
+                                    f"like numbers), or for description a list of them; got {value!r}")
+        for key, value in self.category_levels.items():
+            if not isinstance(value, str):
+                raise DataPrepError(f"{origin}: category_levels.{key} must be text, got {value!r}")
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self._KEYS}
@@ -241,16 +265,26 @@ def list_input_files(inputs) -> list[Path]:
     return files
 
 
+def _csv_options(path: Path, read_options: dict) -> dict:
+    """`.tsv` files are tab-separated unless the mapping's read_options say otherwise."""
+    tab = path.name.lower().endswith((".tsv", ".tsv.gz"))
+    return {**({"sep": "\t"} if tab else {}), **read_options}
+
+
+def _parquet_schema(path: Path):
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_schema(path)
+    except Exception as exc:
+        raise DataPrepError(f"{path}: cannot read as parquet (empty or damaged file?): {exc}") from None
+
+
 def _file_columns(path: Path, kind: str, read_options: dict) -> list[str]:
     if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            return list(pq.read_schema(path).names)
-        except Exception as exc:
-            raise DataPrepError(f"{path}: cannot read as parquet: {exc}") from None
+        return list(_parquet_schema(path).names)
     try:
-        return [str(c) for c in pd.read_csv(path, nrows=0, **read_options).columns]
+        return [str(c) for c in pd.read_csv(path, nrows=0, **_csv_options(path, read_options)).columns]
     except Exception as exc:
         raise DataPrepError(f"{path}: cannot read as CSV: {exc}") from None
 
@@ -262,15 +296,54 @@ def is_synthetic_file(path) -> bool:
         return False
     import pyarrow.parquet as pq
 
-    meta = pq.read_schema(path).metadata or {}
+    meta = _parquet_schema(path).metadata or {}
     return meta.get(SYNTHETIC_MARKER_KEY) == SYNTHETIC_MARKER_VALUE
 
 
-def _read_table(path: Path, kind: str, columns: list[str], read_options: dict) -> pd.DataFrame:
+# pandas' default missing-value strings, still applied to the timestamp and number columns of CSV files
+_DEFAULT_NA = ("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>", "N/A",
+               "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
+
+
+def _text_columns(columns: list[str], mapping: ColumnMapping) -> list[str]:
+    """The file columns holding text: all but those mapped to timestamp, quantity or price."""
+    numeric = {mapping.columns.get(name, name) for name in ("timestamp", "quantity", "price")}
+    return [c for c in columns if c not in numeric]
+
+
+def _id_columns(mapping: ColumnMapping) -> set:
+    """The file columns holding ids (user, product, product-table join keys): read as text, never as numbers."""
+    ids = {mapping.columns.get(name, name) for name in ("user_id", "product_id")}
+    if mapping.products:
+        ids |= {mapping.products["on"], mapping.products.get("products_on", mapping.products["on"])}
+    return ids
+
+
+def _read_csv(path: Path, columns: list[str], mapping: ColumnMapping) -> pd.DataFrame:
+    """Ids are read as str (they keep leading zeros: '0005' and '5' are two users); in text columns only empty cells
+    are missing, so 'NA', 'None' or 'nan' stay values. The mapping's read_options override these defaults."""
+    text = set(_text_columns(columns, mapping))
+    options = {"low_memory": False, "dtype": {c: str for c in columns if c in _id_columns(mapping)},
+               "keep_default_na": False, "na_values": {c: ([""] if c in text else list(_DEFAULT_NA)) for c in columns}}
+    return pd.read_csv(path, usecols=columns, **{**options, **_csv_options(path, mapping.read_options)})
+
+
+def _read_parquet(path: Path, columns: list[str], mapping: ColumnMapping) -> pd.DataFrame:
+    """Integer id/text columns are cast to text in Arrow (pandas would turn ints with missing values into floats)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=columns)
+    for name in _text_columns(columns, mapping):
+        i = table.schema.get_field_index(name)
+        if i >= 0 and pa.types.is_integer(table.schema.field(i).type):
+            table = table.set_column(i, name, table.column(i).cast(pa.string()))
+    return table.to_pandas()
+
+
+def _read_table(path: Path, kind: str, columns: list[str], mapping: ColumnMapping) -> pd.DataFrame:
     try:
-        if kind == "parquet":
-            return pd.read_parquet(path, columns=columns)
-        return pd.read_csv(path, usecols=columns, **{"low_memory": False, **read_options})
+        return _read_parquet(path, columns, mapping) if kind == "parquet" else _read_csv(path, columns, mapping)
     except Exception as exc:
         raise DataPrepError(f"{path}: cannot read: {exc}") from None
 
@@ -278,7 +351,7 @@ def _read_table(path: Path, kind: str, columns: list[str], read_options: dict) -
 class _Products:
     """A product table joined onto every log file (loaded once)."""
 
-    def __init__(self, spec: dict, base: Path | None, read_options: dict):
+    def __init__(self, spec: dict, base: Path | None, mapping: ColumnMapping):
         path = Path(spec["path"]).expanduser()
         if not path.is_absolute() and base is not None and (base / path).exists():
             path = base / path  # relative paths: beside the mapping YAML first, then the working directory
@@ -287,11 +360,11 @@ class _Products:
         kind = _file_kind(path)
         self.on = spec["on"]
         self.products_on = spec.get("products_on", self.on)
-        cols = _file_columns(path, kind, read_options)
+        cols = _file_columns(path, kind, mapping.read_options)
         if self.products_on not in cols:
             raise DataPrepError(f"{path}: product table has no join column {self.products_on!r}; "
                                 f"it has columns {cols}")
-        table = _read_table(path, kind, cols, read_options)
+        table = _read_table(path, kind, cols, mapping)
         if table[self.products_on].duplicated().any():
             dup = table.loc[table[self.products_on].duplicated(), self.products_on].iloc[0]
             raise DataPrepError(f"{path}: join column {self.products_on!r} repeats value {dup!r}; "
@@ -366,7 +439,7 @@ def read_log_file(path, mapping: ColumnMapping | None = None, products: _Product
             raise DataPrepError(f"{path}: missing column {products.on!r} (the product-table join key); "
                                 f"the file has columns {available}")
         needed.append(products.on)
-    raw = _read_table(path, kind, needed, mapping.read_options)
+    raw = _read_table(path, kind, needed, mapping)
     if products is not None:
         raw = products.join(raw, path)
     df = _apply_mapping(raw, mapping, path)
@@ -454,6 +527,8 @@ class FileSource(LogSource):
     def __init__(self, inputs, mapping: ColumnMapping | None = None, partitioned_by_user: bool = False,
                  mapping_base: Path | None = None):
         self.files = list_input_files(inputs)
+        #: the inputs as given (files and folders): an output folder must not overlap them
+        self.input_paths = [Path(i) for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
         self.mapping = mapping or ColumnMapping()
         self.partitioned = partitioned_by_user
         self._products = None
@@ -464,7 +539,7 @@ class FileSource(LogSource):
 
     def _product_table(self):
         if self.mapping.products and self._products is None:
-            self._products = _Products(self.mapping.products, self._mapping_base, self.mapping.read_options)
+            self._products = _Products(self.mapping.products, self._mapping_base, self.mapping)
         return self._products
 
     def chunks(self):

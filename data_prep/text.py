@@ -266,6 +266,8 @@ def embed_texts(texts, encoder=None, cache_dir=None, batch_size: int = 1024, pro
         (float32 matrix of L2-normalised rows, one per text, stats: {"texts", "cached", "encoded",
         "encode_seconds", "texts_per_second", "model_id", "dim"}).
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise DataPrepError(f"text batch size must be a positive integer, got {batch_size!r}")
     encoder = resolve_text_encoder(encoder)
     texts = [str(t) for t in texts]
     model_id = encoder_id(encoder)
