@@ -174,7 +174,7 @@ class UserEncoder:
             rows, text = encode_logs(users, self.vocab, self.metadata, text, self.descriptions or [],
                                      end_date=end_date, progress=show_progress_bar)
             warn_dropped_users(users, rows, end_date)
-            return rows, np.asarray(text, dtype=np.float32)
+            return in_input_order(rows, users["user_id"]), np.asarray(text, dtype=np.float32)
         if self.text_embeddings is None:
             raise ValueError("prepared rows index a text-embedding matrix: pass `text_embeddings=` or "
                              "`UserEncoder.from_pretrained(..., data=<data_prep folder>)`")
@@ -199,26 +199,30 @@ class UserEncoder:
         convert_to_tensor: bool = False,
         output_path: str | os.PathLike | None = None,
         end_date=None,
+        normalize_embeddings: bool | None = None,
+        return_user_ids: bool = False,
     ):
         """Embed users; returns `(num_users, hidden_size)` in the order of `users`.
 
         Args:
             users: a `datasets.Dataset` or list of prepared rows (data_prep format), or a pandas DataFrame of raw
-                purchase logs (canonical columns: user_id, timestamp, category_1..4, description, ...).
+                purchase logs (canonical columns: user_id, timestamp, category_1..4, description, ...); a
+                DataFrame's users come back in the order of their first row.
             batch_size: users per forward pass (users are sorted by length to pad little).
             show_progress_bar: defaults to True when more than one batch.
-            user_representation: `"mean"` or `"cls"`; defaults to the model's own.
-            normalize: L2-normalise each embedding.
+            user_representation: `"mean"` or `"cls"`; defaults to the model's own (a warning when it differs: the
+                other vector was not trained to describe the user).
+            normalize / normalize_embeddings (sentence-transformers' name): L2-normalise each embedding.
             convert_to_numpy / convert_to_tensor: numpy array (default) or torch tensor.
             output_path: also write a parquet file with `user_id` and `embedding` columns.
             end_date: for raw logs, keep only purchases before this date; users with no purchase before it get no
                 row (a `DroppedUsersWarning` says how many).
+            return_user_ids: return `(user_ids, embeddings)`, the ids (str) row by row.
 
         Raises `NonFiniteError` (nothing written) when an embedding holds NaN or inf.
         """
-        representation = user_representation or self.config.user_representation
-        if representation not in ("mean", "cls"):
-            raise ValueError(f"user_representation must be 'mean' or 'cls', got {representation!r}")
+        normalize = normalize if normalize_embeddings is None else normalize_embeddings
+        representation = self._representation(user_representation)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         rows, text = self.prepare_users(users, end_date=end_date, show_progress_bar=bool(show_progress_bar))
@@ -251,9 +255,32 @@ class UserEncoder:
                                  "nothing was written: check the weights and the text-embedding matrix")
         if output_path is not None:
             write_user_embeddings(output_path, self.user_ids(rows), embeddings.numpy())
-        if convert_to_tensor:
-            return embeddings
-        return embeddings.numpy() if convert_to_numpy else embeddings
+        if not convert_to_tensor and convert_to_numpy:
+            embeddings = embeddings.numpy()
+        return (self.user_ids(rows), embeddings) if return_user_ids else embeddings
+
+    def _representation(self, user_representation: str | None) -> str:
+        """The pooling to use: the model's own unless asked otherwise (then a warning)."""
+        import warnings
+
+        own = self.config.user_representation
+        representation = user_representation or own
+        if representation not in ("mean", "cls"):
+            raise ValueError(f"user_representation must be 'mean' or 'cls', got {representation!r}")
+        if representation != own:
+            warnings.warn(f"user_representation={representation!r} on a checkpoint pre-trained with {own!r}: its "
+                          f"{'[CLS] vector' if representation == 'cls' else 'mean of purchase vectors'} was not "
+                          "trained to describe the user", UserWarning, stacklevel=4)
+        return representation
+
+
+def in_input_order(rows, user_ids):
+    """`rows` (one per user, any order) reordered to the first appearance of each user in `user_ids` (a raw log's
+    user column); users without a row are skipped."""
+    first = {u: i for i, u in reversed(list(enumerate(str(u) for u in user_ids)))}
+    ids = UserEncoder.user_ids(rows)
+    order = sorted(range(len(ids)), key=lambda i: first.get(ids[i], len(first)))
+    return rows.select(order) if hasattr(rows, "select") else [rows[i] for i in order]
 
 
 class DroppedUsersWarning(UserWarning):

@@ -113,3 +113,27 @@ def test_command_line(saved_model, tmp_path):
                           "--data", str(data), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "no such folder" in bad.stderr
+
+
+def test_raw_logs_keep_input_order_and_sentence_transformers_arguments(saved_model):
+    """Users come back in the order of their first row (not sorted by id), with their ids on request;
+    `normalize_embeddings` is accepted; pooling other than the checkpoint's own warns."""
+    import pandas as pd
+
+    folder, data = saved_model
+    encoder = UserEncoder.from_pretrained(folder, data=data)
+    rows = []
+    for user, n in (("2", 3), ("10", 2), ("1", 4)):
+        for i in range(n):
+            rows.append({"user_id": user, "timestamp": f"2017-03-0{i + 1} 10:00:00", "category_1": "category_1-1",
+                         "category_2": f"category_2-{i}", "category_3": "category_3-2", "category_4": "category_4-1",
+                         "description": f"tiny product description {int(user) + i}"})
+    logs = pd.DataFrame(rows)
+    ids, vectors = encoder.encode(logs, return_user_ids=True)
+    assert ids == ["2", "10", "1"] and vectors.shape == (3, 32)
+    alone = encoder.encode(logs[logs["user_id"] == "10"])
+    np.testing.assert_allclose(vectors[1], alone[0], atol=1e-5)
+    unit = encoder.encode(logs, normalize_embeddings=True)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
+    with pytest.warns(UserWarning, match="pre-trained with 'mean'"):
+        encoder.encode(logs, user_representation="cls")
