@@ -132,3 +132,18 @@ def test_problem_types_follow_bert():
     multi = ShopperBertForSequenceClassification(tester.get_config(num_labels=3))
     assert multi(**inputs, labels=torch.tensor([[0.0, 1.0, 1.0]] * 3)).loss.dim() == 0
     assert multi.config.problem_type == "multi_label_classification"
+
+
+def test_shipped_checkpoint_loads_for_fine_tuning():
+    """README's fine-tuning snippet: the released folder loads as a sequence classifier whose encoder is the
+    released one (only the classifier is new)."""
+    from pathlib import Path
+
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    folder = Path(__file__).resolve().parents[1] / "shopperbert"
+    classifier = AutoModelForSequenceClassification.from_pretrained(folder, num_labels=2, trust_remote_code=True)
+    encoder = AutoModel.from_pretrained(folder, trust_remote_code=True)
+    assert classifier.config.num_labels == 2
+    for name, tensor in encoder.state_dict().items():
+        torch.testing.assert_close(classifier.shopperbert.state_dict()[name], tensor)
