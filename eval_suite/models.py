@@ -11,6 +11,11 @@ Classification towers output one logit; recommendation towers output a 64-d vect
 (an MLP on the item's text vector and features) by a dot product and a sigmoid, trained with binary cross-entropy
 on positive and sampled negative pairs (section 4.2.2). Optimisation follows the paper: Adam (no weight decay),
 exponential learning-rate decay 0.995 (per epoch here), batches of 256, early stopping on validation.
+
+The MLPs are the package's transformers heads: every user tower ends in a `ShopperBertUserMLPForClassification`
+(on the frozen user vector for U-MLP, on the Transformer's output vector otherwise), the item tower is the
+`ShopperBertMLP` of `ShopperBertTwoTowerModel`, and a trained U-MLP recommender becomes a `ShopperBertTwoTowerModel`
+with `TwoTowerScorer.to_pretrained()`: each saves, loads and pushes like any transformers model.
 """
 
 from __future__ import annotations
@@ -26,31 +31,26 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from modeling_shopperbert import ShopperBertConfig
+from modeling_shopperbert import (
+    ShopperBertConfig,
+    ShopperBertMLP,
+    ShopperBertTwoTowerConfig,
+    ShopperBertTwoTowerModel,
+    ShopperBertUserMLPConfig,
+    ShopperBertUserMLPForClassification,
+)
 from modeling_shopperbert.collator import ShopperBertCollator
+from modeling_shopperbert.configuration_shopperbert_heads import ITEM_TOWER_HIDDEN_SIZES
 from modeling_shopperbert.modeling_shopperbert import (
     ShopperBertEmbeddings,
     ShopperBertLayer,
     attention_key_mask,
 )
 
-MLP_WIDTHS = (512, 256, 128, 64)
 REC_DIM = 64
-
-
-class DownstreamMLP(nn.Sequential):
-    """The paper's downstream MLP: input-512-256-128-64-output with ReLU."""
-
-    def __init__(self, in_features: int, out_features: int, widths: Sequence[int] = MLP_WIDTHS, dropout: float = 0.0):
-        layers: list[nn.Module] = []
-        previous = in_features
-        for width in widths:
-            layers += [nn.Linear(previous, width), nn.ReLU()]
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-            previous = width
-        layers.append(nn.Linear(previous, out_features))
-        super().__init__(*layers)
+#: The paper's downstream MLP (input-512-256-128-64-output, ReLU); the name eval_suite used before it moved into the
+#: package.
+DownstreamMLP = ShopperBertMLP
 
 
 def small_transformer_config(metadata: dict, max_length: int, hidden_size: int = 128, num_layers: int = 4,
@@ -142,7 +142,11 @@ class UserInputs:
 
 
 class UserTower(nn.Module):
-    """A user representation for one downstream model kind: `mlp` (U-MLP), `trans` (T-/P-Trans), `uptrans`."""
+    """A user representation for one downstream model kind: `mlp` (U-MLP), `trans` (T-/P-Trans), `uptrans`.
+
+    Every kind ends in the paper's MLP as a `ShopperBertUserMLPForClassification` (`head`, `out_features` outputs):
+    on the pre-trained user vector (`mlp`) or on the Transformer's output vector (`encoder`).
+    """
 
     def __init__(self, kind: str, out_features: int, user_embedding_size: int | None = None,
                  transformer_config: ShopperBertConfig | None = None):
@@ -152,18 +156,21 @@ class UserTower(nn.Module):
         self.kind = kind
         if kind == "mlp":
             self.encoder = None
-            self.head = DownstreamMLP(user_embedding_size, out_features)
+            in_features = user_embedding_size
         else:
             self.encoder = SharedLayerTransformer(transformer_config,
                                                   user_embedding_size if kind == "uptrans" else None)
-            self.head = DownstreamMLP(transformer_config.hidden_size, out_features)
+            in_features = transformer_config.hidden_size
+        self.head = ShopperBertUserMLPForClassification(
+            ShopperBertUserMLPConfig(user_embedding_size=in_features, num_labels=out_features))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.kind == "mlp":
-            return self.head(batch["user_embedding"])
-        pooled = self.encoder(batch["category_ids"], batch["date_ids"], batch["text_embeds"],
-                              batch["attention_mask"], batch.get("user_embedding"))
-        return self.head(pooled)
+            vector = batch["user_embedding"]  # (B, D)
+        else:
+            vector = self.encoder(batch["category_ids"], batch["date_ids"], batch["text_embeds"],
+                                  batch["attention_mask"], batch.get("user_embedding"))  # (B, H)
+        return self.head(user_embedding=vector).logits  # (B, out_features)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,15 +248,12 @@ def fit_classifier(tower: UserTower, inputs: UserInputs, train_ids, train_labels
     return best
 
 
-class ItemTower(nn.Module):
-    """Item representation for recommendation: an MLP on the item's text vector and numeric features."""
+class ItemTower(ShopperBertMLP):
+    """Item representation for recommendation: an MLP (input-256-128-output) on the item's text vector and numeric
+    features, as `ShopperBertTwoTowerModel`'s item tower."""
 
     def __init__(self, in_features: int, out_features: int = REC_DIM):
-        super().__init__()
-        self.mlp = DownstreamMLP(in_features, out_features, widths=(256, 128))
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.mlp(features)
+        super().__init__(in_features, out_features, ITEM_TOWER_HIDDEN_SIZES)
 
 
 class TwoTowerScorer(nn.Module):
@@ -283,6 +287,25 @@ class TwoTowerScorer(nn.Module):
         item_idx = self.item_index(item_ids)
         scores = (users[torch.from_numpy(user_inverse.astype(np.int64))] * items[item_idx]).sum(-1)
         return scores.float().numpy()
+
+    def to_pretrained(self) -> ShopperBertTwoTowerModel:
+        """This recommender as a `ShopperBertTwoTowerModel` with the same weights (`save_pretrained`, `push_to_hub`);
+        for a U-MLP user tower (the Transformer towers are not part of that model)."""
+        if self.user_tower.kind != "mlp":
+            raise ValueError("only a U-MLP recommender becomes a ShopperBertTwoTowerModel, not "
+                             f"{self.user_tower.kind!r}")
+        user_mlp = self.user_tower.head.mlp
+        linears = [m for m in self.item_tower.modules() if isinstance(m, nn.Linear)]
+        config = ShopperBertTwoTowerConfig(
+            user_embedding_size=self.user_tower.head.config.user_embedding_size,
+            item_feature_size=linears[0].in_features, embedding_size=linears[-1].out_features,
+            user_hidden_sizes=self.user_tower.head.config.hidden_sizes,
+            item_hidden_sizes=[m.out_features for m in linears[:-1]])
+        with torch.random.fork_rng(devices=[]):  # the fresh weights are overwritten: leave the generator alone
+            model = ShopperBertTwoTowerModel(config)
+        model.user_tower.load_state_dict(user_mlp.state_dict())
+        model.item_tower.load_state_dict(self.item_tower.state_dict())
+        return model.eval()
 
 
 def fit_recommender(scorer: TwoTowerScorer, inputs: UserInputs, pairs_for_epoch, validation_metric, lr: float,

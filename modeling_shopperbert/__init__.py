@@ -1,7 +1,8 @@
 """ShopperBERT: universal user representations pre-trained on purchase logs (Shin et al., 2021).
 
-Importing this package registers the model with transformers' Auto classes, so that
-`AutoModel.from_pretrained(path)` works without `trust_remote_code`.
+Importing this package registers the model and its downstream heads (the U-MLP classifier, the two-tower
+recommender) with transformers' Auto classes, so that `AutoModel*.from_pretrained(path)` works without
+`trust_remote_code`.
 """
 
 from transformers import (
@@ -24,6 +25,7 @@ from .configuration_shopperbert import (
     UNK_ID,
     ShopperBertConfig,
 )
+from .configuration_shopperbert_heads import ShopperBertTwoTowerConfig, ShopperBertUserMLPConfig
 from .modeling_shopperbert import (
     ShopperBertForMaskedPurchasePrediction,
     ShopperBertForPreTrainingOutput,
@@ -33,12 +35,24 @@ from .modeling_shopperbert import (
     ShopperBertModelOutput,
     ShopperBertPreTrainedModel,
 )
+from .modeling_shopperbert_heads import (
+    ShopperBertMLP,
+    ShopperBertTwoTowerModel,
+    ShopperBertTwoTowerOutput,
+    ShopperBertUserMLPForClassification,
+    ShopperBertUserMLPOutput,
+)
 from .encoder import UserEncoder, read_user_embeddings, write_user_embeddings
 
 AutoConfig.register(ShopperBertConfig.model_type, ShopperBertConfig, exist_ok=True)
 AutoModel.register(ShopperBertConfig, ShopperBertModel, exist_ok=True)
 AutoModelForPreTraining.register(ShopperBertConfig, ShopperBertForMaskedPurchasePrediction, exist_ok=True)
 AutoModelForSequenceClassification.register(ShopperBertConfig, ShopperBertForSequenceClassification, exist_ok=True)
+AutoConfig.register(ShopperBertUserMLPConfig.model_type, ShopperBertUserMLPConfig, exist_ok=True)
+AutoModelForSequenceClassification.register(ShopperBertUserMLPConfig, ShopperBertUserMLPForClassification,
+                                            exist_ok=True)
+AutoConfig.register(ShopperBertTwoTowerConfig.model_type, ShopperBertTwoTowerConfig, exist_ok=True)
+AutoModel.register(ShopperBertTwoTowerConfig, ShopperBertTwoTowerModel, exist_ok=True)
 
 __version__ = "0.1.0"
 
@@ -64,4 +78,11 @@ __all__ = [
     "ShopperBertModel",
     "ShopperBertModelOutput",
     "ShopperBertPreTrainedModel",
+    "ShopperBertMLP",
+    "ShopperBertTwoTowerConfig",
+    "ShopperBertTwoTowerModel",
+    "ShopperBertTwoTowerOutput",
+    "ShopperBertUserMLPConfig",
+    "ShopperBertUserMLPForClassification",
+    "ShopperBertUserMLPOutput",
 ]
