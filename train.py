@@ -8,6 +8,14 @@ One process or many (`accelerate launch --multi_gpu ...`; on CPU see the README 
 Exact resume: `--resume latest` (or a checkpoint folder) continues from the last `accelerator.save_state`.
 Outputs in `--output`: `final/` and `best/` (save_pretrained folders with the data metadata to encode new users),
 `checkpoints/step_N/` (full training state), `logs/metrics.jsonl`, `eval_results.json`, `loss_curve.png`.
+
+Reliability: an `--output` folder belongs to one run. A non-empty one is refused without `--resume` (`--overwrite`
+clears only a folder train.py wrote), a lock file holds it while training, and a resume checks that the checkpoint
+was written for the same data vocabulary, seed, batch size and training users (`--resume-force` skips that).
+Checkpoints load without unpickling anything but tensors: the scheduler state and step are JSON, the random
+generators safetensors; `--resume latest` falls back past a damaged checkpoint. Non-finite losses or gradients stop
+the run (`--max-nonfinite-steps` skips that many in a row first) and never leave a `final/` or `best/`. Every refusal
+is one `error: ...` line and exit status 2; a fault while training exits 1.
 """
 
 from __future__ import annotations
@@ -15,9 +23,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import shutil
 import signal
+import socket
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -27,6 +38,8 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import set_seed
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
@@ -35,10 +48,20 @@ from data_prep import DataPrepError, PreparedData, load_prepared
 from modeling_shopperbert import MPP_HEADS, ShopperBertConfig, ShopperBertForMaskedPurchasePrediction
 from modeling_shopperbert.collator import DataCollatorForMaskedPurchasePrediction
 from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS, CLS_ID, UNK_ID
+from modeling_shopperbert.contract import FINGERPRINT_KEY, check_fingerprints, vocabulary_fingerprint
 from modeling_shopperbert.mpp_rules import rule_table
 
 # Files of a data_prep folder that travel into every saved model: what `encode_users` needs for new users.
 DATA_FILES = ("metadata.json", "vocab.json")
+# Files train.py keeps in `--output`: a lock while a run uses the folder, and a marker saying train.py made it (only
+# such a folder may be cleared by --overwrite; `run_config.json` marks runs from before the marker).
+LOCK_FILE = ".train.lock"
+RUN_MARKER = ".train-run.json"
+# What a checkpoint holds beside accelerate's model.safetensors and optimizer.bin (loaded with weights_only=True).
+TRAIN_STATE = "train_state.json"  # step, scheduler state, the run's identity and model config
+RNG_STATE = "rng_state_{}.safetensors"  # one per process: Python, numpy and torch generators
+UMASK = os.umask(0o022)  # read once, at import (the only way to read it), and set back at once
+os.umask(UMASK)
 
 
 # Model sizes. `paper` is the paper's encoder; `small` is what `make demo` trains on 2 CPU cores.
@@ -101,7 +124,16 @@ class PretrainingArguments:
         "help": "accelerator.save_state every N optimizer steps (default: once per epoch)."})
     save_total_limit: int = field(default=2, metadata={"help": "Training-state checkpoints kept (oldest removed)."})
     resume: str | None = field(default=None, metadata={
-        "help": "`latest` or a checkpoint folder: continue that run exactly."})
+        "help": "`latest` or a checkpoint folder: continue that run exactly (a damaged latest checkpoint falls back "
+                "to the previous one)."})
+    resume_force: bool = field(default=False, metadata={
+        "help": "Resume even if the checkpoint's run had another seed, batch size, number of training users or data "
+                "vocabulary (no longer an exact continuation)."})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Clear a non-empty --output first; only a folder written by train.py is ever cleared."})
+    max_nonfinite_steps: int = field(default=0, metadata={
+        "help": "Optimizer steps in a row whose loss or gradient norm may be NaN/inf (their update is skipped) "
+                "before the run stops with an error; 0 stops at the first."})
     max_train_users: int | None = field(default=None, metadata={"help": "Use only the first N training users."})
     max_eval_users: int | None = field(default=None, metadata={"help": "Use only the first N validation users."})
     num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes."})
@@ -132,17 +164,20 @@ class JSONLTracker(GeneralTracker):
 
     def __init__(self, run_name: str, logging_dir: str | os.PathLike):
         super().__init__()
+        # Created on the first write, by the main process only: the others must not touch --output before the main
+        # one has claimed it (`claim_output`).
         self.path = Path(logging_dir) / f"{run_name}.jsonl"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     @property
     def tracker(self):
         return self.path
 
     def store_init_configuration(self, values: dict):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         (self.path.parent / "hparams.json").write_text(json.dumps(values, indent=2, default=str))
 
     def log(self, values: dict, step: int | None = None, **kwargs):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, "time": time.time(), **values}) + "\n")
 
@@ -150,66 +185,119 @@ class JSONLTracker(GeneralTracker):
 # ---------------------------------------------------------------------------------------------------------------
 # Options
 # ---------------------------------------------------------------------------------------------------------------
+class RunError(SystemExit):
+    """A refusal or a fault that ends the run with one `error: ...` line and no traceback (see `main`): exit status 2
+    when the options, the data or the output folder are wrong, 1 when training itself failed."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message if message.startswith("error:") else f"error: {message}")
+        self.exit_code = exit_code
+
+
 def parse_args(argv=None) -> PretrainingArguments:
+    """The command line over the options of `--config FILE`. The file's values pass through the same parser as the
+    command line, so a value of the wrong type fails the same way (`error:`, exit 2)."""
     parser = HfArgumentParser(PretrainingArguments)
     argv = list(sys.argv[1:] if argv is None else argv)
-    config_file = None
-    if "--config" in argv:
-        i = argv.index("--config")
-        config_file = argv[i + 1] if i + 1 < len(argv) else None
+    config_file = config_file_option(argv)
     if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise SystemExit(f"error: --config {config_file}: no such file")
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            values = yaml.safe_load(path.read_text()) or {}
-        else:
-            values = json.loads(path.read_text())
-        known = {f.name for f in fields(PretrainingArguments)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SystemExit(f"error: {config_file}: unknown options {unknown}; known: {sorted(known)}")
-        parser.set_defaults(**values)
+        argv = config_file_arguments(config_file) + argv  # later arguments win: the command line overrides
     (args,) = parser.parse_args_into_dataclasses(args=argv)
     return args
+
+
+def config_file_option(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--config":
+            return argv[i + 1] if i + 1 < len(argv) else None
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def config_file_arguments(config_file: str) -> list[str]:
+    """A YAML or JSON mapping of options (`num_epochs: 3`) as `--num_epochs=3` arguments."""
+    import yaml
+
+    path = Path(config_file)
+    if not path.is_file():
+        raise RunError(f"--config {config_file}: no such file")
+    try:
+        text = path.read_text()
+        values = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise RunError(f"--config {config_file} is not valid {'YAML' if path.suffix != '.json' else 'JSON'}: "
+                       f"{' '.join(str(err).split())}") from None
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise RunError(f"--config {config_file} must hold a mapping of option: value, got a {type(values).__name__}")
+    known = {f.name for f in fields(PretrainingArguments)} - {"config"}
+    unknown = sorted(set(map(str, values)) - known)
+    if unknown:
+        raise RunError(f"{config_file}: unknown options {unknown}; known: {sorted(known)}")
+    arguments = []
+    for name, value in values.items():
+        if isinstance(value, (dict, list)):
+            raise RunError(f"{config_file}: option {name} must be a single value, got a {type(value).__name__}")
+        if value is not None:  # null: the default
+            arguments.append(f"--{name}={value}")
+    return arguments
+
+
+def _positive(v):
+    return 0 < v < math.inf
+
+
+def _at_least_one(v):
+    return v >= 1
+
+
+# The range of every numeric option: (test, what the value must be). NaN fails every comparison, so it is refused.
+NUMERIC_OPTIONS = {
+    "num_epochs": (_positive, "a positive finite number"),
+    "learning_rate": (_positive, "a positive finite number"),
+    "contrastive_temperature": (_positive, "a positive finite number"),
+    "weight_decay": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    "contrastive_weight": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    "max_grad_norm": (lambda v: 0 <= v < math.inf, "a finite number >= 0 (0 turns clipping off)"),
+    "adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "warmup_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "seed": (lambda v: 0 <= v < 2**32, "in [0, 2**32)"),
+    "warmup_steps": (lambda v: v >= 0, "at least 0"),
+    "num_workers": (lambda v: v >= 0, "at least 0"),
+    "max_nonfinite_steps": (lambda v: v >= 0, "at least 0"),
+    **{name: (_at_least_one, "at least 1") for name in (
+        "max_steps", "batch_size", "per_device_batch_size", "max_length", "eval_every", "save_every",
+        "save_total_limit", "log_every", "max_train_users", "max_eval_users", "early_stopping_patience",
+        "kill_at_step")},
+}
 
 
 def check_args(args: PretrainingArguments) -> None:
     """Fail before any training starts, with a message naming the option. Fills preset-dependent defaults."""
     if args.preset not in PRESETS:
-        raise SystemExit(f"error: --preset {args.preset!r} is unknown; choose one of {sorted(PRESETS)}")
+        raise RunError(f"--preset {args.preset!r} is unknown; choose one of {sorted(PRESETS)}")
     for name, value in PRESET_TRAINING[args.preset].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     if args.user_representation not in ("mean", "cls"):
-        raise SystemExit(f"error: --user-representation must be `mean` or `cls`, got {args.user_representation!r}")
+        raise RunError(f"--user-representation must be `mean` or `cls`, got {args.user_representation!r}")
     if args.mixed_precision not in ("auto", "no", "bf16", "fp16"):
-        raise SystemExit(f"error: --mixed-precision must be auto, no, bf16 or fp16, got {args.mixed_precision!r}")
-    if not Path(args.data).is_dir():
-        raise SystemExit(f"error: --data {args.data}: no such folder (build one with `python -m data_prep build`)")
-    for name in ("batch_size", "log_every", "save_total_limit"):
-        if getattr(args, name) < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1")
+        raise RunError(f"--mixed-precision must be auto, no, bf16 or fp16, got {args.mixed_precision!r}")
     if args.embedding_combination not in ("mean", "grouped"):
-        raise SystemExit("error: --embedding-combination must be `mean` or `grouped`, got "
-                         f"{args.embedding_combination!r}")
-    if not 0.0 <= args.contrastive_weight < math.inf:
-        raise SystemExit(f"error: --contrastive-weight must be a finite number >= 0, got {args.contrastive_weight}")
-    if not 0.0 < args.contrastive_temperature < math.inf:
-        raise SystemExit(f"error: --contrastive-temperature must be positive, got {args.contrastive_temperature}")
-    if args.dropout is not None and not 0.0 <= args.dropout <= 1.0:
-        raise SystemExit(f"error: --dropout must be in [0, 1], got {args.dropout}")
-    for name in ("max_steps", "eval_every", "save_every", "per_device_batch_size", "max_length",
-                 "early_stopping_patience"):
+        raise RunError(f"--embedding-combination must be `mean` or `grouped`, got {args.embedding_combination!r}")
+    for name, (valid, what) in NUMERIC_OPTIONS.items():
         value = getattr(args, name)
-        if value is not None and value < 1:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1, got {value}")
-    if not 0 < args.num_epochs < math.inf and args.max_steps is None:
-        raise SystemExit(f"error: --num-epochs must be a positive number, got {args.num_epochs}")
-    if not 0 < args.learning_rate < math.inf:
-        raise SystemExit(f"error: --learning-rate must be a positive number, got {args.learning_rate}")
+        if value is not None and not valid(value):
+            raise RunError(f"--{name.replace('_', '-')} must be {what}, got {value}")
+    if args.overwrite and args.resume:
+        raise RunError("--overwrite clears the run that --resume continues: give one of them")
+    if args.resume_force and not args.resume:
+        raise RunError("--resume-force only applies with --resume")
+    if not Path(args.data).is_dir():
+        raise RunError(f"--data {args.data}: no such folder (build one with `python -m data_prep build`)")
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -220,7 +308,40 @@ def resolve_mixed_precision(choice: str) -> str:
     return "no"
 
 
-def build_config(args: PretrainingArguments, data: PreparedData) -> ShopperBertConfig:
+def load_data(args: PretrainingArguments) -> tuple[PreparedData, str]:
+    """The corpus and its vocabulary fingerprint: metadata.json's (data_prep records it), else computed from
+    vocab.json (corpora built before the fingerprint)."""
+    try:
+        data = load_prepared(args.data)
+        for split in ("train", "validation"):
+            if split not in data.dataset:
+                raise DataPrepError(f"its dataset has no `{split}` split (it has {list(data.dataset)})")
+        fingerprint = data.metadata.get(FINGERPRINT_KEY) or vocabulary_fingerprint(data.vocab)
+    except (DataPrepError, OSError, ValueError, TypeError) as err:
+        raise RunError(f"--data {args.data}: {err}") from None
+    except Exception as err:  # the datasets library fails in many ways on a damaged dataset/ folder
+        raise RunError(f"--data {args.data}: cannot load its dataset ({type(err).__name__}: {err})") from None
+    return data, fingerprint
+
+
+def select_users(args: PretrainingArguments, data: PreparedData):
+    """The training and validation users (`--max-*-users`), as numpy-formatted datasets. An empty split is refused:
+    a validation loss over no users would read 0.0 and choose `best/` from nothing."""
+    splits = {}
+    for split, limit in (("train", args.max_train_users), ("validation", args.max_eval_users)):
+        dataset = data.dataset[split]
+        if limit:
+            dataset = dataset.select(range(min(limit, len(dataset))))
+        if len(dataset) == 0:
+            raise RunError(f"--data {args.data}: the `{split}` split has no users; train.py needs both training and "
+                           "validation users (rebuild the corpus with a validation share)")
+        splits[split] = dataset
+    columns = [c for c in splits["train"].column_names if c != "timestamp"]
+    return (splits["train"].with_format("numpy", columns=columns),
+            splits["validation"].with_format("numpy", columns=columns))
+
+
+def build_config(args: PretrainingArguments, data: PreparedData, fingerprint: str) -> ShopperBertConfig:
     preset = dict(PRESETS[args.preset])
     max_length = args.max_length or preset.pop("max_length")
     preset.pop("max_length", None)
@@ -229,20 +350,151 @@ def build_config(args: PretrainingArguments, data: PreparedData) -> ShopperBertC
     return ShopperBertConfig.from_data_metadata(
         data.metadata, max_position_embeddings=max_length + 1, user_representation=args.user_representation,
         embedding_combination=args.embedding_combination, contrastive_weight=args.contrastive_weight,
-        contrastive_temperature=args.contrastive_temperature, **preset,
+        contrastive_temperature=args.contrastive_temperature, vocab_fingerprint=fingerprint, **preset,
     )
 
 
-def check_config_matches_data(config: ShopperBertConfig, data: PreparedData, data_path, where: str) -> None:
-    """A checkpoint's vocabularies must be the data's: same sizes, same text dimension."""
+def check_config_matches_data(config: ShopperBertConfig, data: PreparedData, data_path, fingerprint: str,
+                              where: str, check_content: bool = True) -> None:
+    """A checkpoint's vocabularies must be the data's: same sizes, same text dimension and, by content, the same
+    vocabulary fingerprint (two vocabularies of the same sizes can give an id to different categories)."""
     expected = ShopperBertConfig.from_data_metadata(data.metadata)
     for name in ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year"):
         if getattr(config, name) != getattr(expected, name):
-            raise SystemExit(
-                f"error: {where} was trained with {name}={getattr(config, name)} but --data "
+            raise RunError(
+                f"{where} was trained with {name}={getattr(config, name)} but --data "
                 f"{data_path} has {name}={getattr(expected, name)}: the data's metadata disagrees with the "
                 "checkpoint's config (rebuild the data with the same vocabulary, or start a new run)"
             )
+    if check_content:
+        try:
+            check_fingerprints(fingerprint, getattr(config, FINGERPRINT_KEY, None), expected_from=f"--data {data_path}",
+                               found_from=where)
+        except ValueError as err:
+            raise RunError(f"{err} (--resume-force resumes anyway)") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run folder: one run per --output, held by a lock file while training
+# ---------------------------------------------------------------------------------------------------------------
+def claim_output(args: PretrainingArguments, output: Path) -> Path:
+    """Lock `output` for this run and, unless resuming, make sure it holds no other run: a non-empty folder is
+    refused, or with --overwrite cleared when train.py wrote it (its marker or run_config.json). Returns the lock."""
+    if output.exists() and not output.is_dir():
+        raise RunError(f"--output {output} is a file, not a folder")
+    output.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(output / LOCK_FILE)
+    try:
+        others = sorted(p for p in output.iterdir() if p.name != LOCK_FILE)
+        if others and not args.resume:
+            names = ", ".join(p.name for p in others[:5])
+            if not args.overwrite:
+                raise RunError(f"--output {output} is not empty (it holds {names}): continue that run with --resume "
+                               "latest, choose a new --output, or give --overwrite to replace an earlier train.py run")
+            if not ((output / RUN_MARKER).is_file() or (output / "run_config.json").is_file()):
+                raise RunError(f"--overwrite: {output} is not a train.py run folder (no {RUN_MARKER} or "
+                               f"run_config.json; it holds {names}); refusing to delete anything in it")
+            print(f"--overwrite: clearing the earlier run in {output}", file=sys.stderr)
+            for path in others:
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        if not args.resume:
+            write_json(output / RUN_MARKER, {"written_by": "train.py", "started": time.time()})
+    except BaseException:
+        release_lock(lock)
+        raise
+    return lock
+
+
+def acquire_lock(path: Path) -> Path:
+    """Create the lock file atomically (O_EXCL) holding this process's pid and host. A lock whose process is alive
+    (or on another host, where it cannot be checked) refuses the run; one left by a dead process of this host is
+    taken over with a warning."""
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        except FileExistsError:
+            raw = path.read_text() if path.exists() else None
+            if raw is None:
+                continue  # released meanwhile
+            holder = parse_lock(raw)
+            if holder is None or lock_is_live(holder):
+                who = f"process {holder['pid']} on {holder['host']}" if holder else "an unknown process"
+                raise RunError(f"{path.parent} is in use by {who} (lock file {path}): wait for that run to end, or "
+                               "remove the lock file if no run uses this folder any more")
+            print(f"warning: taking over the lock {path} of process {holder['pid']}, which no longer runs",
+                  file=sys.stderr)
+            aside = path.with_name(f"{path.name}.stale-{os.getpid()}")
+            try:
+                os.rename(path, aside)
+            except FileNotFoundError:
+                continue  # another process took it over first
+            if aside.read_text() != raw:  # we moved a lock taken meanwhile: put it back
+                try:
+                    os.link(aside, path)
+                except FileExistsError:
+                    pass
+            aside.unlink()
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, f)
+        return path
+    raise RunError(f"could not take the lock {path}: other processes keep taking it")
+
+
+def parse_lock(raw: str) -> dict | None:
+    try:
+        holder = json.loads(raw)
+        return holder if isinstance(holder.get("pid"), int) and isinstance(holder.get("host"), str) else None
+    except (ValueError, AttributeError):
+        return None
+
+
+def lock_is_live(holder: dict) -> bool:
+    if holder["host"] != socket.gethostname():
+        return True
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_lock(path: Path | None) -> None:
+    """Remove the lock file if this process still holds it."""
+    if path is not None and path.is_file():
+        holder = parse_lock(path.read_text())
+        if holder and holder["pid"] == os.getpid() and holder["host"] == socket.gethostname():
+            path.unlink(missing_ok=True)
+
+
+def write_json(path: Path, value) -> None:
+    """Write a JSON file atomically (a temporary file, then a rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the records of a JSONL log up to `step`, atomically: a resumed run logs the later steps again. A line
+    cut short by a kill is dropped too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and (record.get("step") or 0) <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -347,7 +599,7 @@ def evaluate_mpp(model, dataloader, accelerator, majority: list[int] | None = No
     head_loss = totals[0] / counts
     has = (totals[2] > 0).double()
     if not bool(has.any()):
-        raise SystemExit("error: the validation users hold no masked purchase to evaluate (empty validation split?)")
+        raise RunError("the validation users hold no masked purchase to evaluate", exit_code=1)
     results = {"eval/loss": float((head_loss * has).sum() / has.sum().clamp(min=1))}
     for k, name in enumerate(MPP_HEADS):
         results[f"eval/loss_{name}"] = float(head_loss[k])
@@ -378,17 +630,24 @@ def checkpoint_dirs(output: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[5:]))
 
 
-def save_training_state(accelerator: Accelerator, output: Path, step: int, limit: int) -> None:
-    """`accelerator.save_state` into a temporary folder, then an atomic rename: a kill never leaves half a state."""
+def save_training_state(accelerator: Accelerator, model, output: Path, step: int, limit: int, state: dict) -> None:
+    """`accelerator.save_state` (model as safetensors, optimizer) into a temporary folder, beside what a resume needs
+    without unpickling anything: `train_state.json` (step, scheduler state, the run's identity and model config,
+    from `state`) and each process's random generators as safetensors (accelerate's `random_states_N.pkl` is not
+    kept). An atomic rename then publishes the folder: a kill never leaves half a state."""
+    check_finite_weights(model, f"checkpoint step {step}")
     final = output / "checkpoints" / f"step_{step:07d}"
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
+    save_rng_state(tmp / RNG_STATE.format(accelerator.process_index))
+    (tmp / f"random_states_{accelerator.process_index}.pkl").unlink(missing_ok=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / "step.json").write_text(json.dumps({"step": step}))
+        write_json(tmp / TRAIN_STATE, {"step": step, "accelerator_step": accelerator.step, **state})
+        use_default_modes(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -397,8 +656,152 @@ def save_training_state(accelerator: Accelerator, output: Path, step: int, limit
     accelerator.wait_for_everyone()
 
 
+def save_rng_state(path: Path) -> None:
+    """This process's random generators (Python, numpy, torch CPU and CUDA) as tensors and JSON metadata."""
+    version, python_state, gauss = random.getstate()
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    tensors = {"python": torch.tensor(python_state, dtype=torch.int64),
+               "numpy": torch.from_numpy(keys.astype(np.int64)), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        tensors.update({f"cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+    save_file(tensors, str(path), metadata={"python": json.dumps([version, gauss]),
+                                            "numpy": json.dumps([name, position, has_gauss, cached_gaussian])})
+
+
+def load_rng_state(path: Path) -> None:
+    """Restore the generators `save_rng_state` wrote; a missing or damaged file raises (the resume would not be
+    exact)."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
+    version, gauss = json.loads(metadata["python"])
+    name, position, has_gauss, cached_gaussian = json.loads(metadata["numpy"])
+    random.setstate((version, tuple(tensors["python"].tolist()), gauss))
+    np.random.set_state((name, tensors["numpy"].numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
+    torch.set_rng_state(tensors["torch"])
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[f"cuda_{i}"] for i in range(torch.cuda.device_count())])
+
+
+def read_train_state(folder: Path) -> dict:
+    """A checkpoint's `train_state.json`; ValueError when the checkpoint is incomplete, damaged, or holds pickle
+    files that train.py does not write (they are never loaded)."""
+    pickles = sorted(p.name for p in folder.glob("*.pkl"))
+    if pickles:
+        raise ValueError(f"it holds pickle files that train.py does not load ({', '.join(pickles)}); a checkpoint "
+                         "of an older train.py cannot be resumed: start a new run")
+    missing = [name for name in (TRAIN_STATE, "model.safetensors", "optimizer.bin") if not (folder / name).is_file()]
+    if missing:
+        raise ValueError(f"it lacks {missing}")
+    state = json.loads((folder / TRAIN_STATE).read_text())
+    needed = {"step", "accelerator_step", "scheduler", "run", "model_config"}
+    if not isinstance(state, dict) or needed - set(state):
+        raise ValueError(f"its {TRAIN_STATE} lacks {sorted(needed - set(state if isinstance(state, dict) else ()))}")
+    return state
+
+
+def resume_candidates(args: PretrainingArguments, output: Path) -> list[Path]:
+    """The checkpoints to try, newest first: every one of `output` for `latest`, else the one named."""
+    if args.resume == "latest":
+        found = checkpoint_dirs(output)[::-1]
+    else:
+        found = [Path(args.resume)] if Path(args.resume).is_dir() else []
+    if not found:
+        raise RunError(f"--resume {args.resume}: no checkpoint found under {output / 'checkpoints'}")
+    return found
+
+
+def resume_config(args: PretrainingArguments, candidates: list[Path], data: PreparedData, fingerprint: str,
+                  run: dict) -> tuple[ShopperBertConfig, list[Path]]:
+    """The model config of the run being resumed, from its newest readable checkpoint, after checking that the run
+    matches this command: the data's vocabulary and `run` (seed, batch size, training users), unless
+    --resume-force. Returns it with the checkpoints left to try, newest first."""
+    for i, folder in enumerate(candidates):
+        try:
+            state = read_train_state(folder)
+            break
+        except ValueError as err:
+            damaged_checkpoint(folder, err, args.resume != "latest", rename=is_first_rank())
+    else:
+        raise RunError(f"--resume {args.resume}: no usable checkpoint in {candidates[0].parent}")
+    config = ShopperBertConfig.from_dict(state["model_config"])
+    where = f"the checkpoint {folder}"
+    check_config_matches_data(config, data, args.data, fingerprint, where, check_content=not args.resume_force)
+    changed = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
+    described = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+    if changed and not args.resume_force:
+        raise RunError(f"{where} belongs to another run ({described}): resume with the same options and data, start "
+                       "a new --output, or give --resume-force to continue anyway (not an exact continuation)")
+    if changed or (args.resume_force and getattr(config, FINGERPRINT_KEY, None) != fingerprint):
+        print(f"warning: --resume-force: resuming {where} despite {described or 'another vocabulary'}", file=sys.stderr)
+    config.vocab_fingerprint = config.vocab_fingerprint or fingerprint
+    return config, candidates[i:]
+
+
+def load_checkpoint(accelerator: Accelerator, candidates: list[Path], scheduler, explicit: bool) -> tuple[Path, dict]:
+    """Load the newest checkpoint that loads completely on every process: model and optimizer through accelerate
+    (tensors only, weights_only=True), then our JSON scheduler state and safetensors random generators. A damaged
+    one is set aside (renamed `*.damaged`, never deleted) and the previous one tried; a checkpoint named with
+    --resume is not replaced by another."""
+    for folder in candidates:
+        problem = None
+        try:
+            state = read_train_state(folder)
+            accelerator.load_state(str(folder), load_kwargs={"weights_only": True})
+            scheduler.load_state_dict(state["scheduler"])
+            accelerator.step = state["accelerator_step"]
+            load_rng_state(folder / RNG_STATE.format(accelerator.process_index))
+        except Exception as err:  # any damaged or missing file: this checkpoint cannot continue the run exactly
+            problem = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        if all_processes(accelerator, problem is None):
+            return folder, state
+        damaged_checkpoint(folder, problem or "damaged on another process", explicit, accelerator.is_main_process)
+        accelerator.wait_for_everyone()
+    raise RunError(f"--resume {candidates[0] if explicit else 'latest'}: no checkpoint could be loaded")
+
+
+def damaged_checkpoint(folder: Path, problem, explicit: bool, rename: bool) -> None:
+    """Refuse a damaged checkpoint named with --resume; set one found by `latest` aside, renamed `*.damaged` (out of
+    `checkpoint_dirs` and of the rotation, never deleted), so that the previous one is used."""
+    if explicit:
+        raise RunError(f"--resume {folder}: the checkpoint is damaged or incomplete ({problem})")
+    print(f"warning: checkpoint {folder} is damaged or incomplete ({problem}); falling back to the previous one",
+          file=sys.stderr)
+    if rename and folder.is_dir():
+        aside = folder.with_name(folder.name + ".damaged")
+        os.replace(folder, aside if not aside.exists() else aside.with_name(f"{aside.name}-{time.time():.0f}"))
+
+
+def is_first_rank() -> bool:
+    """The main process, known before the Accelerator exists (launchers set RANK)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def all_processes(accelerator: Accelerator, flag: bool) -> bool:
+    """True when `flag` holds on every process (one all-reduce when there are several)."""
+    if accelerator.num_processes == 1:
+        return flag
+    votes = accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), reduction="sum")
+    return int(votes.item()) == accelerator.num_processes
+
+
+def check_finite_weights(model, what: str) -> None:
+    """Never write weights that hold NaN or inf."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise RunError(f"{len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]}); not writing {what}", exit_code=1)
+
+
+def use_default_modes(folder: Path) -> None:
+    """Give every file and folder under `folder` the mode the umask gives new files (some writers use 0600)."""
+    for path in [folder, *folder.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~UMASK)
+
+
 def save_model(accelerator: Accelerator, model, output_dir: Path, data_path: Path, extra: dict) -> None:
     """`save_pretrained` (safetensors, config, remote code) plus the data metadata needed to encode new users."""
+    check_finite_weights(model, f"{output_dir.name}/")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         tmp = output_dir.with_name(output_dir.name + ".tmp")
@@ -411,6 +814,7 @@ def save_model(accelerator: Accelerator, model, output_dir: Path, data_path: Pat
             if source.is_file():
                 shutil.copy2(source, tmp / name)
         (tmp / "training_info.json").write_text(json.dumps(extra, indent=2, default=str))
+        use_default_modes(tmp)
         if output_dir.exists():
             shutil.rmtree(output_dir)
         os.replace(tmp, output_dir)
@@ -448,30 +852,26 @@ def plot_loss_curve(log_path: Path, out_png: Path) -> None:
 # Training
 # ---------------------------------------------------------------------------------------------------------------
 def training_function(args: PretrainingArguments) -> dict:
+    """Check everything, lock `--output` for this run, train, and unlock it whatever happens."""
     check_args(args)
-    output = Path(args.output)
-    data_path = Path(args.data)
+    data, fingerprint = load_data(args)
+    train_dataset, eval_dataset = select_users(args, data)
+    candidates = resume_candidates(args, Path(args.output)) if args.resume else []
+    lock = claim_output(args, Path(args.output)) if is_first_rank() else None
     try:
-        data = load_prepared(data_path)
-        for split in ("train", "validation"):
-            if split not in data.dataset:
-                raise DataPrepError(f"its dataset has no `{split}` split (it has {list(data.dataset)})")
-    except (DataPrepError, FileNotFoundError) as err:
-        raise SystemExit(f"error: --data {args.data}: {err}") from None
-    config = build_config(args, data)
+        return run_training(args, data, fingerprint, train_dataset, eval_dataset, candidates)
+    finally:
+        release_lock(lock)
 
-    resume_dir = None
-    if args.resume:
-        resume_dir = checkpoint_dirs(output)[-1] if args.resume == "latest" and checkpoint_dirs(output) else None
-        if args.resume != "latest":
-            resume_dir = Path(args.resume)
-        if resume_dir is None or not resume_dir.is_dir():
-            raise SystemExit(f"error: --resume {args.resume}: no checkpoint found under {output / 'checkpoints'}")
-        run_config = output / "run_config.json"
-        if run_config.is_file():
-            saved = ShopperBertConfig.from_dict(json.loads(run_config.read_text())["model_config"])
-            check_config_matches_data(saved, data, data_path, f"the run in {output}")
-            config = saved
+
+def run_training(args: PretrainingArguments, data: PreparedData, fingerprint: str, train_dataset, eval_dataset,
+                 candidates: list[Path]) -> dict:
+    output, data_path = Path(args.output), Path(args.data)
+    config = build_config(args, data, fingerprint)
+    # What makes a checkpoint this run's: resuming with other values is refused (unless --resume-force).
+    run_identity = {"seed": args.seed, "batch_size": args.batch_size, "train_users": len(train_dataset)}
+    if candidates:
+        config, candidates = resume_config(args, candidates, data, fingerprint, run_identity)
 
     mixed_precision = resolve_mixed_precision(args.mixed_precision)
     trackers: list = [JSONLTracker("metrics", output / "logs")]
@@ -486,10 +886,8 @@ def training_function(args: PretrainingArguments) -> dict:
     probe_processes = int(os.environ.get("WORLD_SIZE", "1"))
     per_device = args.per_device_batch_size or max(1, args.batch_size // probe_processes)
     if args.batch_size % (per_device * probe_processes):
-        raise SystemExit(
-            f"error: --batch-size {args.batch_size} is not a multiple of per-device batch {per_device} x "
-            f"{probe_processes} processes"
-        )
+        raise RunError(f"--batch-size {args.batch_size} is not a multiple of per-device batch {per_device} x "
+                       f"{probe_processes} processes")
     accumulation = args.batch_size // (per_device * probe_processes)
     accelerator = Accelerator(
         gradient_accumulation_steps=accumulation,
@@ -499,18 +897,8 @@ def training_function(args: PretrainingArguments) -> dict:
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
     if accelerator.num_processes != probe_processes:
-        raise SystemExit(f"error: WORLD_SIZE={probe_processes} but accelerate runs {accelerator.num_processes}")
+        raise RunError(f"WORLD_SIZE={probe_processes} but accelerate runs {accelerator.num_processes}")
     set_seed(args.seed)
-
-    train_dataset = data.dataset["train"]
-    eval_dataset = data.dataset["validation"]
-    if args.max_train_users:
-        train_dataset = train_dataset.select(range(min(args.max_train_users, len(train_dataset))))
-    if args.max_eval_users:
-        eval_dataset = eval_dataset.select(range(min(args.max_eval_users, len(eval_dataset))))
-    columns = [c for c in train_dataset.column_names if c != "timestamp"]
-    train_dataset = train_dataset.with_format("numpy", columns=columns)
-    eval_dataset = eval_dataset.with_format("numpy", columns=columns)
 
     model = ShopperBertForMaskedPurchasePrediction(config)
     collator = DataCollatorForMaskedPurchasePrediction.from_config(
@@ -532,9 +920,9 @@ def training_function(args: PretrainingArguments) -> dict:
     steps_per_epoch = math.ceil(len(train_dataloader) / accumulation)
     total_steps = args.max_steps or math.ceil(args.num_epochs * steps_per_epoch)
     warmup = args.warmup_steps if args.warmup_steps is not None else int(args.warmup_ratio * total_steps)
-    # Stepped by hand once per optimizer step (not `prepare`d, which would step it once per process).
+    # Stepped by hand once per optimizer step (not `prepare`d, which would step it once per process). Its state goes
+    # into each checkpoint's train_state.json (not `register_for_checkpointing`, which pickles it).
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_lambda(s, warmup, total_steps))
-    accelerator.register_for_checkpointing(scheduler)
     eval_every = args.eval_every or steps_per_epoch
     save_every = args.save_every or steps_per_epoch
 
@@ -544,16 +932,15 @@ def training_function(args: PretrainingArguments) -> dict:
                "train_users": len(train_dataset), "eval_users": len(eval_dataset),
                "num_parameters": sum(p.numel() for p in model.parameters())}
     accelerator.init_trackers("shopperbert", config={k: v for k, v in hparams.items() if v is not None})
-    if accelerator.is_main_process:
-        output.mkdir(parents=True, exist_ok=True)
-        if not resume_dir:
-            (output / "run_config.json").write_text(json.dumps({"model_config": config.to_dict(), "args": hparams},
-                                                               indent=2, default=str))
+    if accelerator.is_main_process and not args.resume:
+        write_json(output / "run_config.json", {"model_config": config.to_dict(), "args": hparams})
 
-    completed_steps = 0
-    if resume_dir:
-        accelerator.load_state(str(resume_dir))
-        completed_steps = json.loads((resume_dir / "step.json").read_text())["step"]
+    completed_steps, resume_dir = 0, None
+    if candidates:
+        resume_dir, state = load_checkpoint(accelerator, candidates, scheduler, explicit=args.resume != "latest")
+        completed_steps = state["step"]
+        if accelerator.is_main_process:
+            truncate_log(output / "logs" / "metrics.jsonl", completed_steps)
         accelerator.print(f"resumed from {resume_dir} at optimizer step {completed_steps}")
 
     majority = majority_classes(data.dataset["train"]) if accelerator.is_main_process else None
@@ -573,7 +960,7 @@ def training_function(args: PretrainingArguments) -> dict:
                     desc="pre-training", unit="step")
     model.train()
     tokens_seen, window_start, running_loss, running_count = 0, time.perf_counter(), 0.0, 0
-    running_contrastive = 0.0
+    running_contrastive, window_finite, nonfinite_steps = 0.0, True, 0
     last_eval: dict = {}
     epoch = completed_steps // steps_per_epoch
     while completed_steps < total_steps:
@@ -588,22 +975,30 @@ def training_function(args: PretrainingArguments) -> dict:
                 outputs = model(**batch)
                 loss = outputs.loss
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
+                loss_value = loss.detach().float().item()
+                window_finite &= math.isfinite(loss_value)
+                grad_norm = None
+                if accelerator.sync_gradients:  # clip (an infinite bound when off: it only measures) and check
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm or math.inf)
+                    grad_norm = None if grad_norm is None else float(grad_norm)  # None: DeepSpeed checks itself
+                    # fp16's GradScaler skips overflowing updates and lowers its scale itself
+                    grads_finite = grad_norm is None or math.isfinite(grad_norm) or accelerator.scaler is not None
+                    window_finite = all_processes(accelerator, window_finite and grads_finite)
+                if window_finite or accelerator.scaler is not None:  # a no-op between accumulation boundaries
+                    optimizer.step()
                 optimizer.zero_grad()
-            loss_value = loss.detach().float().item()
-            if not math.isfinite(loss_value):  # never leave a NaN model behind: no final/, a clear message
-                raise SystemExit(
-                    f"error: the training loss is {loss_value} at optimizer step {completed_steps + 1}; stopping "
-                    f"without saving a final model (try a lower --learning-rate than {args.learning_rate})")
-            running_loss += loss_value
-            running_count += 1
-            if outputs.contrastive_loss is not None:
-                running_contrastive += outputs.contrastive_loss.detach().float().item()
+            if math.isfinite(loss_value):
+                running_loss += loss_value
+                running_count += 1
+                if outputs.contrastive_loss is not None:
+                    running_contrastive += outputs.contrastive_loss.detach().float().item()
             tokens_seen += int(batch["attention_mask"].sum()) - batch["attention_mask"].shape[0]
             if not accelerator.sync_gradients:
                 continue
+            nonfinite_steps = 0 if window_finite else nonfinite_steps + 1
+            if nonfinite_steps:  # the update was skipped: stop, or go on with the weights of the last good step
+                check_nonfinite(args, nonfinite_steps, completed_steps + 1, loss_value, grad_norm, accelerator)
+            window_finite = True
             scheduler.step()
             completed_steps += 1
             progress.update(1)
@@ -624,6 +1019,9 @@ def training_function(args: PretrainingArguments) -> dict:
 
             if completed_steps % eval_every == 0 or completed_steps == total_steps:
                 last_eval = evaluate_mpp(model, eval_dataloader, accelerator, majority)
+                if not math.isfinite(last_eval["eval/loss"]):
+                    raise RunError(f"the validation MPP loss is {last_eval['eval/loss']} at step {completed_steps}; "
+                                   "stopping without saving a final model", exit_code=1)
                 accelerator.log(last_eval, step=completed_steps)
                 accelerator.print(f"step {completed_steps}: validation MPP loss {last_eval['eval/loss']:.4f}")
                 if last_eval["eval/loss"] < best_loss:
@@ -639,7 +1037,9 @@ def training_function(args: PretrainingArguments) -> dict:
                     break
 
             if completed_steps % save_every == 0 and completed_steps < total_steps:
-                save_training_state(accelerator, output, completed_steps, args.save_total_limit)
+                save_training_state(accelerator, model, output, completed_steps, args.save_total_limit,
+                                    {"scheduler": scheduler.state_dict(), "run": run_identity,
+                                     "model_config": config.to_dict()})
             if args.kill_at_step is not None and completed_steps == args.kill_at_step:
                 accelerator.print(f"kill_at_step: SIGKILL after step {completed_steps}", flush=True)
                 sys.stdout.flush()
@@ -673,6 +1073,18 @@ def training_function(args: PretrainingArguments) -> dict:
     return final_info
 
 
+def check_nonfinite(args, streak: int, step: int, loss_value: float, grad_norm, accelerator) -> None:
+    """After an optimizer step whose loss or gradient norm was NaN/inf (its update skipped): stop once more than
+    --max-nonfinite-steps such steps came in a row, else warn."""
+    what = f"the training loss is {loss_value} and the gradient norm is {grad_norm} at optimizer step {step}"
+    if streak > args.max_nonfinite_steps:
+        raise RunError(f"{what} ({streak} non-finite step(s) in a row, --max-nonfinite-steps "
+                       f"{args.max_nonfinite_steps}); stopping without saving a final model (try a lower "
+                       f"--learning-rate than {args.learning_rate})", exit_code=1)
+    accelerator.print(f"warning: {what}: update skipped ({streak} in a row, --max-nonfinite-steps "
+                      f"{args.max_nonfinite_steps})")
+
+
 def accelerate_broadcast(accelerator: Accelerator, value):
     """Send a small picklable value from the main process to all others."""
     if accelerator.num_processes == 1:
@@ -684,9 +1096,23 @@ def accelerate_broadcast(accelerator: Accelerator, value):
     return holder[0]
 
 
+def stop_on_sigterm(signum, frame):
+    raise RunError("stopped by SIGTERM; continue with --resume latest (from the last checkpoint)", exit_code=143)
+
+
 def main(argv=None):
-    args = parse_args(argv)
-    training_function(args)
+    """`error: ...` on stderr and exit status 2 (refused) or 1 (failed while training) instead of a traceback; on
+    SIGTERM the run ends the same way (exit 143), its lock released."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, stop_on_sigterm) if in_main_thread else None
+    try:
+        training_function(parse_args(argv))
+    except RunError as err:
+        print(err, file=sys.stderr, flush=True)
+        raise SystemExit(err.exit_code) from None
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 if __name__ == "__main__":
