@@ -124,6 +124,10 @@ class ShopperBertConfig(PretrainedConfig):
             Temperature of the InfoNCE softmax over cosine similarities.
         classifier_dropout (`float`, *optional*):
             Dropout of downstream classification heads; defaults to `hidden_dropout_prob`.
+        vocab_fingerprint (`str`, *optional*):
+            Content fingerprint of the corpus vocabulary the model was pre-trained on (`vocab_fingerprint` of the
+            corpus' `metadata.json`), so that a corpus whose ids mean other categories is recognised even when its
+            vocabulary sizes match. `None` for models from before it was recorded: only the sizes are then checked.
         pad_token_id (`int`, *optional*, defaults to 0):
             The padding id of every vocabulary (fixed by the token contract).
 
@@ -169,6 +173,7 @@ class ShopperBertConfig(PretrainedConfig):
         contrastive_weight=0.0,
         contrastive_temperature=0.1,
         classifier_dropout=None,
+        vocab_fingerprint=None,
         pad_token_id=PAD_ID,
         **kwargs,
     ):
@@ -207,6 +212,7 @@ class ShopperBertConfig(PretrainedConfig):
         self.contrastive_weight = contrastive_weight
         self.contrastive_temperature = contrastive_temperature
         self.classifier_dropout = classifier_dropout
+        self.vocab_fingerprint = vocab_fingerprint
         super().__init__(pad_token_id=pad_token_id, **kwargs)
         self._validate()
 
@@ -244,7 +250,8 @@ class ShopperBertConfig(PretrainedConfig):
             fail("embedding_combination", f"must be one of {_VALID_EMBEDDING_COMBINATIONS}")
         if not isinstance(self.contrastive_weight, (int, float)) or not 0.0 <= self.contrastive_weight < float("inf"):
             fail("contrastive_weight", "must be a finite number >= 0")
-        if not isinstance(self.contrastive_temperature, (int, float)) or not 0.0 < self.contrastive_temperature < float("inf"):
+        temperature = self.contrastive_temperature
+        if not isinstance(temperature, (int, float)) or not 0.0 < temperature < float("inf"):
             fail("contrastive_temperature", "must be a finite number > 0")
         if self.hidden_act not in _VALID_ACTIVATIONS:
             fail("hidden_act", f"must be one of {_VALID_ACTIVATIONS}")
@@ -263,6 +270,9 @@ class ShopperBertConfig(PretrainedConfig):
             )
         if self.layer_norm_eps <= 0 or self.initializer_range <= 0:
             raise ValueError("ShopperBertConfig.layer_norm_eps and initializer_range must be positive")
+        if self.vocab_fingerprint is not None and (not isinstance(self.vocab_fingerprint, str)
+                                                   or not self.vocab_fingerprint):
+            fail("vocab_fingerprint", "must be a non-empty string or None")
         if self.pad_token_id != PAD_ID:
             fail("pad_token_id", f"is fixed at {PAD_ID} by the token contract")
 
@@ -280,7 +290,8 @@ class ShopperBertConfig(PretrainedConfig):
 
     @classmethod
     def from_data_metadata(cls, metadata: dict, **kwargs) -> "ShopperBertConfig":
-        """Build a config whose vocabularies match a `data_prep` output folder's `metadata.json` (a dict).
+        """Build a config whose vocabularies match a `data_prep` output folder's `metadata.json` (a dict), with its
+        `vocab_fingerprint` when the metadata records one.
 
         Any keyword (e.g. `hidden_size=128`) overrides; vocabulary fields come from the metadata.
         """
@@ -290,6 +301,8 @@ class ShopperBertConfig(PretrainedConfig):
         if missing:
             raise ValueError(f"data metadata lacks {missing}; it holds {sorted(metadata)}")
         values = {f: metadata[f] for f in fields}
+        if metadata.get("vocab_fingerprint"):
+            values["vocab_fingerprint"] = metadata["vocab_fingerprint"]
         values.update(kwargs)
         return cls(**values)
 

@@ -25,6 +25,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_shopperbert import (
     CATEGORY_FIELDS,
@@ -466,11 +467,15 @@ def user_pooling_mask(category_ids: torch.LongTensor) -> torch.BoolTensor:
     return (first != PAD_ID) & (first != CLS_ID)  # (B, T)
 
 
-def pool_user_embedding(last_hidden_state, category_ids, user_representation: str):
-    """The paper's two user representations: MP (mean over purchase tokens) or the [CLS] vector."""
+def pool_user_embedding(last_hidden_state, category_ids, user_representation: str, attention_mask=None):
+    """The paper's two user representations: MP (mean over purchase tokens) or the [CLS] vector. MP averages the
+    purchase tokens that `attention_mask` (when given) also keeps: a token the mask hides is never pooled."""
     if user_representation == "cls":
         return last_hidden_state[:, 0]  # (B, H)
-    mask = user_pooling_mask(category_ids).unsqueeze(-1).to(last_hidden_state.dtype)  # (B, T, 1)
+    mask = user_pooling_mask(category_ids)  # (B, T)
+    if attention_mask is not None:
+        mask = mask & attention_mask.bool()  # (B, T)
+    mask = mask.unsqueeze(-1).to(last_hidden_state.dtype)  # (B, T, 1)
     summed = (last_hidden_state * mask).sum(dim=1)  # (B, H)
     return summed / mask.sum(dim=1).clamp(min=1.0)  # (B, H)
 
@@ -487,6 +492,9 @@ class ShopperBertModel(ShopperBertPreTrainedModel):
         attention_mask (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*): 1 for [CLS] and
             purchases, 0 for padding; derived from `category_ids` when omitted.
         position_ids (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*).
+        return_dict (`bool`, *optional*): `False` returns a plain tuple of the output's non-None fields (defaults to
+            `config.return_dict`). Every `forward` of this file takes it; an argument a `forward` does not name is
+            a `TypeError` (a misspelt `attention_masks` must not silently drop the mask).
     """
 
     def __init__(self, config: ShopperBertConfig):
@@ -496,6 +504,7 @@ class ShopperBertModel(ShopperBertPreTrainedModel):
         self.encoder = ShopperBertEncoder(config)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         category_ids: torch.LongTensor,
@@ -505,8 +514,6 @@ class ShopperBertModel(ShopperBertPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
     ) -> ShopperBertModelOutput:
         output_attentions = bool(output_attentions)
         output_hidden_states = bool(output_hidden_states if output_hidden_states is not None
@@ -522,7 +529,8 @@ class ShopperBertModel(ShopperBertPreTrainedModel):
             hidden_states, key_mask, output_attentions=output_attentions,
             output_hidden_states=output_hidden_states,
         )
-        user_embedding = pool_user_embedding(sequence_output, category_ids, self.config.user_representation)
+        user_embedding = pool_user_embedding(sequence_output, category_ids, self.config.user_representation,
+                                             attention_mask)  # (B, H)
         return ShopperBertModelOutput(
             last_hidden_state=sequence_output,
             user_embedding=user_embedding,
@@ -572,6 +580,7 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
         self.contrastive = ShopperBertContrastiveHead(config) if config.contrastive_weight > 0 else None
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         category_ids: torch.LongTensor,
@@ -584,8 +593,6 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
         view_index: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
     ) -> ShopperBertForPreTrainingOutput:
         if labels is not None and labels.shape != (*category_ids.shape[:2], len(MPP_HEADS)):
             raise ValueError(
@@ -635,6 +642,25 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
         )
 
 
+def sequence_classification_loss(config: ShopperBertConfig, logits, labels):
+    """BERT's rule: `config.problem_type` when set, else regression for one label, single-label classification for
+    integer labels and multi-label classification otherwise (the chosen type is stored in the config)."""
+    if config.problem_type is None:
+        if config.num_labels == 1:
+            config.problem_type = "regression"
+        elif labels.dtype in (torch.long, torch.int):
+            config.problem_type = "single_label_classification"
+        else:
+            config.problem_type = "multi_label_classification"
+    if config.problem_type == "regression":
+        if config.num_labels == 1:
+            return F.mse_loss(logits.float().view(-1), labels.float().view(-1))
+        return F.mse_loss(logits.float(), labels.float())
+    if config.problem_type == "single_label_classification":
+        return F.cross_entropy(logits.float().view(-1, config.num_labels), labels.view(-1), ignore_index=-100)
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float())
+
+
 class ShopperBertForSequenceClassification(ShopperBertPreTrainedModel):
     """ShopperBERT with a user-level classifier on the user embedding, for fine-tuning (the paper's Table 5).
 
@@ -654,6 +680,7 @@ class ShopperBertForSequenceClassification(ShopperBertPreTrainedModel):
         self.classifier = nn.Sequential(*layers)
         self.post_init()
 
+    @can_return_tuple
     def forward(
         self,
         category_ids: torch.LongTensor,
@@ -664,8 +691,6 @@ class ShopperBertForSequenceClassification(ShopperBertPreTrainedModel):
         labels: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
     ) -> ShopperBertForSequenceClassificationOutput:
         outputs = self.shopperbert(
             category_ids, date_ids, text_embeds, attention_mask=attention_mask, position_ids=position_ids,
@@ -674,10 +699,7 @@ class ShopperBertForSequenceClassification(ShopperBertPreTrainedModel):
         logits = self.classifier(outputs.user_embedding)  # (B, num_labels)
         loss = None
         if labels is not None:
-            if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())
-            else:
-                loss = F.cross_entropy(logits.float(), labels.view(-1), ignore_index=-100)
+            loss = sequence_classification_loss(self.config, logits, labels)
         return ShopperBertForSequenceClassificationOutput(
             loss=loss, logits=logits, user_embedding=outputs.user_embedding,
             hidden_states=outputs.hidden_states, attentions=outputs.attentions,
