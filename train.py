@@ -153,6 +153,8 @@ class PretrainingArguments:
                 "separated by commas."})
     kill_at_step: int | None = field(default=None, metadata={
         "help": "Testing aid: SIGKILL this process right after optimizer step N (to test --resume)."})
+    debug: bool = field(default=False, metadata={
+        "help": "Show the traceback of an unexpected fault (otherwise one `error:` line and exit status 1)."})
 
 
 class JSONLTracker(GeneralTracker):
@@ -1105,11 +1107,19 @@ def main(argv=None):
     SIGTERM the run ends the same way (exit 143), its lock released."""
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, stop_on_sigterm) if in_main_thread else None
+    args = None
     try:
-        training_function(parse_args(argv))
+        args = parse_args(argv)
+        training_function(args)
     except RunError as err:
         print(err, file=sys.stderr, flush=True)
         raise SystemExit(err.exit_code) from None
+    except Exception as err:  # noqa: BLE001  (an unexpected fault: one line unless --debug)
+        if args is None or args.debug:
+            raise
+        print(f"error: {type(err).__name__}: {err} (rerun with --debug for the traceback)", file=sys.stderr,
+              flush=True)
+        raise SystemExit(1) from None
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -337,3 +337,15 @@ def test_weights_get_the_umask_mode(finished):
     assert len(files) == 4
     for path in files:
         assert path.stat().st_mode & 0o777 == expected, path
+
+
+def test_unexpected_fault_is_one_error_line_unless_debug(monkeypatch, capsys):
+    def boom(args):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(train, "training_function", boom)
+    assert run_main(["--report-to", "none"]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "error: RuntimeError: disk on fire (rerun with --debug for the traceback)"
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train.main(["--report-to", "none", "--debug"])
