@@ -129,7 +129,7 @@ def results_section(results: dict, results_dir: Path | list[Path] | None = None,
         results["stopped"] = [{"run": "the run", "seeds_started": len(started)}]
     summarise(results)  # afresh: a results.json written by an older version holds another headline
     if results.get("stopped"):
-        runs = ", ".join(f"{r['run']} ({r['seeds_started']} seeds started)" for r in results["stopped"])
+        runs = ", ".join(f"{r['run']} ({r['seeds_started']} seed(s) started)" for r in results["stopped"])
         stopped = (f" Not every run finished its seeds: {runs}; each such run reports only the seeds that all of "
                    "its models finished, so models can differ in their number of seeds (a `seeds` row says so) "
                    "and every comparison pairs the seeds both models ran.")

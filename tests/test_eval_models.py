@@ -105,7 +105,7 @@ def test_stopped_run_reports_only_seeds_every_model_finished():
     text = results_section(results)  # no "seconds": stopped in seed 2 after kids' U-MLP
     kids = results["tasks"]["kids"]["models"]
     assert set(kids["U-MLP MP"]["seeds"]) == {"0", "1"} and kids["U-MLP MP"]["mean"]["auroc"] == pytest.approx(0.71)
-    assert "Not every run finished its seeds: the run (3 seeds started)" in text
+    assert "Not every run finished its seeds: the run (3 seed(s) started)" in text
     assert "(2 seed(s) per task; reduced protocol" in text
 
 
@@ -216,7 +216,7 @@ def test_a_stopped_run_merged_with_a_finished_one_keeps_the_finished_runs_seeds(
     text = card.read_text()
     assert "0.6800 ± 0.0837" in text  # U-MLP over its five seeds
     assert "| seeds | 5 | 2 | 2 |" in text  # P-Trans' third seed is dropped: UP-Trans did not finish it
-    assert "trans (3 seeds started)" in text
+    assert "trans (3 seed(s) started)" in text
 
 
 # -- models --------------------------------------------------------------------------------------------------------
