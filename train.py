@@ -116,7 +116,10 @@ class PretrainingArguments:
     warmup_steps: int | None = field(default=None, metadata={"help": "Warm-up steps (overrides --warmup-ratio)."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (0 disables)."})
     mixed_precision: str = field(default="auto", metadata={
-        "help": "`no`, `bf16`, `fp16` or `auto` (bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU)."})
+        "help": "`no`, `bf16`, `fp16` or `auto`: the launcher's (`accelerate launch --mixed_precision bf16` or "
+                "`accelerate config`) when it sets one, else bf16 on a GPU that has it, fp16 on other GPUs, fp32 on "
+                "CPU. A launcher's `no` is its default, so `auto` cannot tell it from a choice: pass "
+                "`--mixed-precision no` to the script to train in fp32 on a GPU."})
     seed: int = field(default=42, metadata={"help": "Seed of initialisation, shuffling, masks and augmentation."})
     eval_every: int | None = field(default=None, metadata={
         "help": "Validate every N optimizer steps (default: once per epoch)."})
@@ -303,8 +306,13 @@ def check_args(args: PretrainingArguments) -> None:
 
 
 def resolve_mixed_precision(choice: str) -> str:
+    """The precision to train in: `choice` unless `auto`; then the launcher's (ACCELERATE_MIXED_PRECISION, which
+    `accelerate launch` sets) when it is not its default `no`, else the best the device does well."""
     if choice != "auto":
         return choice
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if launcher not in ("", "no"):
+        return launcher
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "no"
@@ -805,12 +813,14 @@ def save_model(accelerator: Accelerator, model, output_dir: Path, data_path: Pat
     """`save_pretrained` (safetensors, config, remote code) plus the data metadata needed to encode new users."""
     check_finite_weights(model, f"{output_dir.name}/")
     accelerator.wait_for_everyone()
+    # every process takes part: under FSDP / DeepSpeed ZeRO-3 the full state dict is gathered from all shards
+    state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         tmp = output_dir.with_name(output_dir.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(tmp, safe_serialization=True)
+        unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         for name in DATA_FILES:
             source = data_path / name
             if source.is_file():

@@ -349,3 +349,16 @@ def test_unexpected_fault_is_one_error_line_unless_debug(monkeypatch, capsys):
     assert err.strip() == "error: RuntimeError: disk on fire (rerun with --debug for the traceback)"
     with pytest.raises(RuntimeError, match="disk on fire"):
         train.main(["--report-to", "none", "--debug"])
+
+
+def test_mixed_precision_comes_from_the_launcher_unless_given(monkeypatch):
+    """`accelerate launch --mixed_precision bf16` (ACCELERATE_MIXED_PRECISION) is what `auto` trains in; the script's
+    own option wins when given; the launcher's default `no` leaves the choice to the device."""
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert train.resolve_mixed_precision("auto") == "bf16"
+    assert train.resolve_mixed_precision("no") == "no"
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    device_default = "no" if not torch.cuda.is_available() else train.resolve_mixed_precision("auto")
+    assert train.resolve_mixed_precision("auto") == device_default
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+    assert train.resolve_mixed_precision("auto") == device_default
