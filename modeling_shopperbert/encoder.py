@@ -242,7 +242,8 @@ class UserEncoder:
             index = order[start:start + batch_size]
             batch = collator([rows[int(i)] for i in index])
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            hidden = self.model(**batch).last_hidden_state  # (B, T, H)
+            batch.pop("labels", None)  # rows of a labelled split (fine-tuning data) encode like any rows
+            hidden = self.model(**batch, return_dict=True).last_hidden_state  # (B, T, H)
             chunks.append(pool_user_embedding(hidden, batch["category_ids"], representation,
                                               batch.get("attention_mask")).float().cpu())
         embeddings = torch.empty(num_users, chunks[0].shape[-1])

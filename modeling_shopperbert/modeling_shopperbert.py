@@ -601,7 +601,7 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
             )
         outputs = self.shopperbert(
             category_ids, date_ids, text_embeds, attention_mask=attention_mask, position_ids=position_ids,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         positions = resolve_masked_positions(category_ids, labels, masked_positions)  # (B, T)
         if self.config.user_representation == "cls":
@@ -694,7 +694,7 @@ class ShopperBertForSequenceClassification(ShopperBertPreTrainedModel):
     ) -> ShopperBertForSequenceClassificationOutput:
         outputs = self.shopperbert(
             category_ids, date_ids, text_embeds, attention_mask=attention_mask, position_ids=position_ids,
-            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         logits = self.classifier(outputs.user_embedding)  # (B, num_labels)
         loss = None

@@ -95,6 +95,11 @@ def test_return_dict_false_gives_a_tuple(tester):
     torch.testing.assert_close(as_tuple[1], as_dict.user_embedding)
     config_off = tester.get_config(return_dict=False)
     assert isinstance(ShopperBertModel(config_off).eval()(**inputs), tuple)
+    # the wrappers read their encoder's output by name whatever the config says
+    from modeling_shopperbert import ShopperBertForMaskedPurchasePrediction
+
+    for wrapper in (ShopperBertForMaskedPurchasePrediction, ShopperBertForSequenceClassification):
+        assert isinstance(wrapper(config_off).eval()(**inputs), tuple)
     classifier = ShopperBertForSequenceClassification(tester.get_config(num_labels=2)).eval()
     loss, logits = classifier(**inputs, labels=torch.tensor([0, 1, 1]), return_dict=False)[:2]
     assert loss.dim() == 0 and logits.shape == (3, 2)
@@ -147,3 +152,18 @@ def test_shipped_checkpoint_loads_for_fine_tuning():
     assert classifier.config.num_labels == 2
     for name, tensor in encoder.state_dict().items():
         torch.testing.assert_close(classifier.shopperbert.state_dict()[name], tensor)
+
+
+def test_encoder_reads_labelled_rows(tiny):
+    """A fine-tuning split (rows + `label`) encodes like unlabelled rows: the label is not a model input."""
+    from modeling_shopperbert import UserEncoder
+
+    path, metadata, text = tiny
+    rows = load_from_disk(str(path / "dataset"))["validation"]
+    config = ShopperBertConfig.from_data_metadata(metadata, hidden_size=32, num_hidden_layers=2,
+                                                  num_attention_heads=4, intermediate_size=64,
+                                                  max_position_embeddings=61)
+    encoder = UserEncoder(ShopperBertModel(config), text_embeddings=text, device="cpu")
+    plain = encoder.encode(rows)
+    labelled = encoder.encode(_labelled(rows))
+    np.testing.assert_allclose(labelled, plain, atol=1e-6)
