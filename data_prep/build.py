@@ -208,6 +208,7 @@ def _commit(tmp: Path, out: Path) -> None:
     """Replace `out` by `tmp` with renames (the old folder is moved aside first, then deleted)."""
     old = None
     if out.exists():
+        _check_replaceable(out)  # again: the user may have put files there while the build ran
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(out, old)
     os.replace(tmp, out)

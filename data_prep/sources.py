@@ -334,11 +334,14 @@ def _read_parquet(path: Path, columns: list[str], mapping: ColumnMapping) -> pd.
     import pyarrow.parquet as pq
 
     table = pq.read_table(path, columns=columns)
+    cast = False
     for name in _text_columns(columns, mapping):
         i = table.schema.get_field_index(name)
         if i >= 0 and pa.types.is_integer(table.schema.field(i).type):
             table = table.set_column(i, name, table.column(i).cast(pa.string()))
-    return table.to_pandas()
+            cast = True
+    # pandas' own metadata (written by DataFrame.to_parquet) still names the old dtype of a cast column, e.g. Int64
+    return table.to_pandas(ignore_metadata=cast)
 
 
 def _read_table(path: Path, kind: str, columns: list[str], mapping: ColumnMapping) -> pd.DataFrame:

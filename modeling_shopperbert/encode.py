@@ -106,16 +106,12 @@ def check_args(args) -> None:
 
 
 def read_logs(path: Path):
-    """A parquet, CSV or TSV purchase log; the text columns (ids, categories, descriptions) stay text."""
-    import pandas as pd
+    """A parquet, CSV or TSV purchase log with canonical column names, read exactly as `data_prep build` reads one
+    (`data_prep.sources.read_log_file`: ids as text, literal NA/None/nan categories kept as values, integer ids of
+    parquet files cast to text)."""
+    from data_prep.sources import read_log_file
 
-    from data_prep.schema import CANONICAL_COLUMNS
-
-    name = path.name.lower()
-    if not name.endswith((".csv", ".csv.gz", ".tsv", ".tsv.gz", ".txt")):
-        return pd.read_parquet(path)
-    text = {c.name: str for c in CANONICAL_COLUMNS if c.kind == "string"}
-    return pd.read_csv(path, dtype=text, sep="\t" if ".tsv" in name else ",", low_memory=False)
+    return read_log_file(path).drop(columns=["_file", "_row"])
 
 
 def encode(args):

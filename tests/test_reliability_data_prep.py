@@ -328,3 +328,17 @@ def test_tsv_files_are_tab_separated(tmp_path, capsys):
     code, err = files_build(capsys, [write_csv(tmp_path / "tx.tsv", df, sep="\t")], out)
     assert code == 0, err
     assert sorted(pd.read_parquet(out / "descriptions.parquet")["description"]) == ["milk, 1 l", "soap; lemon"]
+
+
+def test_commit_checks_the_output_again_before_replacing_it(tmp_path):
+    """A file the user puts into --out while a long build runs is never deleted by the final swap."""
+    from data_prep.build import _commit
+    from data_prep.schema import DataPrepError
+
+    out, tmp = tmp_path / "corpus", tmp_path / ".corpus.tmp"
+    out.mkdir()
+    tmp.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(DataPrepError, match="nothing was deleted"):
+        _commit(tmp, out)
+    assert (out / "notes.txt").read_text() == "mine"

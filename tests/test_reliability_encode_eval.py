@@ -353,3 +353,19 @@ def test_unexpected_faults_print_one_error_line_and_debug_shows_the_traceback(ti
     assert eval_main("--model", tiny["model"], "--data", tiny["data"], "--out", tmp_path / "o") == 1
     err = error_of(capsys)
     assert err.startswith("error: RuntimeError: out of memory") and "--resume continues" in err
+
+
+def test_encode_reads_logs_as_data_prep_does(tmp_path):
+    """`encode --logs` reads a file like `data_prep build`: literal NA/None categories stay values, and integer
+    ids of a parquet file with missing values become "5", not "5.0"."""
+    from modeling_shopperbert.encode import read_logs
+
+    rows = pd.DataFrame({"user_id": ["0005", "5"], "timestamp": ["2017-03-01 10:00:00"] * 2,
+                         "category_1": ["NA", "None"], "description": ["a", "b"]})
+    csv = tmp_path / "logs.csv"
+    rows.to_csv(csv, index=False)
+    read = read_logs(csv)
+    assert read["user_id"].tolist() == ["0005", "5"] and read["category_1"].tolist() == ["NA", "None"]
+    parquet = tmp_path / "logs.parquet"
+    rows.assign(user_id=pd.array([5, None], dtype="Int64")).to_parquet(parquet)
+    assert read_logs(parquet)["user_id"].tolist()[0] == "5"
