@@ -251,8 +251,11 @@ def run_command(config: dict, out: str) -> str:
         else:
             words += [flag, ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
                       if isinstance(value, (list, tuple)) else str(value)]
-    text = shlex.join(words + ["--out", out])
-    return text + (f"  # and {', '.join(unflagged)} (no command-line flag)" if unflagged else "")
+    notes = [f"and {', '.join(unflagged)} (no command-line flag)"] if unflagged else []
+    seeds = config.get("seeds")
+    if seeds and seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        notes.append(f"seeds {', '.join(map(str, seeds))}: not one range, run each range with --first-seed/--repeats")
+    return shlex.join(words + ["--out", out]) + (f"  # {'; '.join(notes)}" if notes else "")
 
 
 def _listed(value):

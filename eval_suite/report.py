@@ -154,7 +154,7 @@ def split_sizes(seed_metrics: list[dict]) -> tuple[float, float, str]:
 # What may differ between runs that are merged: where they stop (seeds, tasks), how they were run (threads, command)
 # and which models they ran (`--models`, `--finetune`, `--representations`: e.g. the Transformers in a run of
 # their own). The protocol (learning rates, epoch limits, patience, lengths), checkpoints and corpus may not.
-MERGE_FREE_CONFIG = ("options", "tasks", "command", "representations")
+MERGE_FREE_CONFIG = ("options", "tasks", "command", "representations", "seeds")
 MERGE_FREE_OPTIONS = ("repeats", "first_seed", "threads", "models", "finetune", "representations")
 
 
@@ -196,6 +196,8 @@ def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
     merged["config"]["options"]["repeats"] = max(len({s for e in merged["tasks"].values() for m in e["models"].values()
                                                       for s in m["seeds"]}), 1)
     merged["config"]["options"]["first_seed"] = min(r["config"]["options"]["first_seed"] for r in runs)
+    merged["config"]["seeds"] = sorted({int(s) for e in merged["tasks"].values() for m in e["models"].values()
+                                        for s in m["seeds"]})
     if all("seconds" in r for r in runs):
         merged["seconds"] = sum(r["seconds"] for r in runs)
     stopped = [s for r in runs for s in r.get("stopped", [])]

@@ -76,7 +76,7 @@ MODEL_CHOICES = ("u-mlp", "p-trans", "up-trans", "t-trans", "baselines")
 #: What a corpus folder (`--data`) must hold: data_prep's output.
 CORPUS_FILES = ("metadata.json", "vocab.json", "dataset", "text_embeddings.safetensors", "descriptions.parquet")
 #: What may differ between a run and the run it resumes (`--resume`): the seeds, tasks and command line.
-RESUMABLE = ("options", "tasks", "command")
+RESUMABLE = ("options", "tasks", "command", "seeds")
 #: RunOptions fields that count something (at least 1; max_users and threads may be None).
 COUNT_OPTIONS = ("repeats", "mlp_max_epochs", "mlp_patience", "trans_max_epochs", "trans_patience",
                  "finetune_max_epochs", "trans_max_length", "negatives_per_positive", "max_users", "threads")
@@ -524,10 +524,11 @@ def start_results(path: Path, config: dict, resume: bool, overwrite: bool) -> di
 
 def record_seeds(results: dict) -> None:
     """The options' `first_seed` / `repeats` cover every seed the results hold (a resumed run adds its own to the
-    earlier ones), as `report.merge_results` records merged runs."""
+    earlier ones), as `report.merge_results` records merged runs; `config["seeds"]` lists them."""
     seeds = {int(s) for e in results["tasks"].values() for m in e["models"].values() for s in m["seeds"]}
     if seeds:
         results["config"]["options"].update(first_seed=min(seeds), repeats=len(seeds))
+        results["config"]["seeds"] = sorted(seeds)  # the exact list: a resumed run's seeds need not be one range
 
 
 def prepare_run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options: RunOptions,

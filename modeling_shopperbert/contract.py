@@ -2,8 +2,9 @@
 
 A model's category heads and embeddings are indexed by the ids of the corpus it was pre-trained on. Two
 vocabularies of the same sizes can still give the same id to different categories, so compatibility is checked by
-content: `vocabulary_fingerprint` hashes the vocabulary (`vocab.json` of a `data_prep` corpus: level -> {name:
-id}); the corpus records it in `metadata.json` and the model in its config (`vocab_fingerprint`).
+content: `vocabulary_fingerprint` hashes the vocabulary (`vocab.json` of a `data_prep` corpus: level -> list of
+names, the position being the id); the corpus records it in `metadata.json` and the model in its config
+(`vocab_fingerprint`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ FINGERPRINT_KEY = "vocab_fingerprint"
 
 
 def vocabulary_fingerprint(vocab: Mapping) -> str:
-    """A short, stable hash of a vocabulary's content (`level -> {name: id}`): equal fingerprints mean every name
-    has the same id at every level. Key order does not matter; any other difference (a name, an id, a level) does.
+    """A short, stable hash of a vocabulary's content (`level -> [names]` as data_prep writes it, or any JSON
+    mapping): equal fingerprints mean every name has the same id at every level. The order of the levels does not
+    matter; any other difference (a name, its position, a level) does.
 
     >>> a = vocabulary_fingerprint({"category_1": {"x": 4, "y": 5}})
     >>> a == vocabulary_fingerprint({"category_1": {"y": 5, "x": 4}})
@@ -26,7 +28,7 @@ def vocabulary_fingerprint(vocab: Mapping) -> str:
     False
     """
     if not isinstance(vocab, Mapping):
-        raise TypeError(f"a vocabulary is a mapping level -> {{name: id}}, got {type(vocab).__name__}")
+        raise TypeError(f"a vocabulary is a mapping level -> names, got {type(vocab).__name__}")
     canonical = json.dumps(vocab, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 

@@ -258,3 +258,26 @@ def test_card_generator_fails_on_a_missing_or_outside_source(tmp_path):
     with pytest.raises(SystemExit, match=r"error: results/umap/umap.md .* is missing"):
         update_model_card(card, extras={"umap": repo / "results" / "umap"})
     assert card.read_text() == "# card\n"
+
+
+def test_seeds_that_are_not_one_range_are_recorded_and_named():
+    """A resumed or merged run over seeds 0, 1, 10, 11 records that list, and its rebuilt command says so instead of
+    claiming `--repeats 4` covers them."""
+    from dataclasses import asdict
+
+    from eval_suite.model_card import run_command
+    from eval_suite.report import merge_results
+    from eval_suite.run import RunOptions, record_seeds
+
+    def run(seeds):
+        return {"config": {"data": "data/cj", "tasks": ["kids"], "options": asdict(RunOptions(repeats=2))},
+                "tasks": {"kids": {"kind": "classification", "paper_analogue": "GC",
+                                   "models": {"U-MLP MP": {"seeds": {str(s): {"auroc": 0.6} for s in seeds}}}}}}
+
+    merged = merge_results([run([0, 1]), run([10, 11])])
+    assert merged["config"]["seeds"] == [0, 1, 10, 11]
+    resumed = run([0, 1, 10, 11])
+    record_seeds(resumed)
+    assert resumed["config"]["seeds"] == [0, 1, 10, 11]
+    assert "# seeds 0, 1, 10, 11: not one range" in run_command(merged["config"], "results/x")
+    assert "not one range" not in run_command(run([0, 1])["config"], "results/x")
