@@ -154,8 +154,22 @@ def split_sizes(seed_metrics: list[dict]) -> tuple[float, float, str]:
 # What may differ between runs that are merged: where they stop (seeds, tasks), how they were run (threads, command)
 # and which models they ran (`--models`, `--finetune`, `--representations`: e.g. the Transformers in a run of
 # their own). The protocol (learning rates, epoch limits, patience, lengths), checkpoints and corpus may not.
-MERGE_FREE_CONFIG = ("options", "tasks", "command", "representations", "seeds")
+MERGE_FREE_CONFIG = ("options", "tasks", "command", "representations", "seeds", "content")
 MERGE_FREE_OPTIONS = ("repeats", "first_seed", "threads", "models", "finetune", "representations")
+
+
+def check_same_content(a: dict | None, b: dict | None, a_name: str, b_name: str) -> None:
+    """Raise ValueError when two runs' `content` disagree on a checkpoint or the corpus; a run that recorded none
+    (older versions) is not compared."""
+    if not a or not b:
+        return
+    differ = [f"checkpoint {n}" for n in a.get("checkpoints", {}).keys() & b.get("checkpoints", {}).keys()
+              if a["checkpoints"][n] != b["checkpoints"][n]]
+    if a.get("corpus") and b.get("corpus") and a["corpus"] != b["corpus"]:
+        differ.append("the corpus vocabulary")
+    if differ:
+        raise ValueError(f"error: {b_name} and {a_name} name the same paths but {', '.join(differ)} changed in "
+                         "between (other weights or data): their seeds cannot be pooled; use another --out")
 
 
 def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
@@ -180,6 +194,7 @@ def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
     for run, name in zip(runs, names):
         if settings(run) != settings(runs[0]):
             raise ValueError(f"{name} was made with other settings than {names[0]}; only seeds can differ")
+        check_same_content(runs[0]["config"].get("content"), run["config"].get("content"), names[0], name)
         for task_name, entry in run["tasks"].items():
             target = merged["tasks"].setdefault(task_name, {"kind": entry["kind"],
                                                             "paper_analogue": entry.get("paper_analogue"),

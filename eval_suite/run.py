@@ -76,7 +76,7 @@ MODEL_CHOICES = ("u-mlp", "p-trans", "up-trans", "t-trans", "baselines")
 #: What a corpus folder (`--data`) must hold: data_prep's output.
 CORPUS_FILES = ("metadata.json", "vocab.json", "dataset", "text_embeddings.safetensors", "descriptions.parquet")
 #: What may differ between a run and the run it resumes (`--resume`): the seeds, tasks and command line.
-RESUMABLE = ("options", "tasks", "command", "seeds")
+RESUMABLE = ("options", "tasks", "command", "seeds", "content")
 #: RunOptions fields that count something (at least 1; max_users and threads may be None).
 COUNT_OPTIONS = ("repeats", "mlp_max_epochs", "mlp_patience", "trans_max_epochs", "trans_patience",
                  "finetune_max_epochs", "trans_max_length", "negatives_per_positive", "max_users", "threads")
@@ -484,7 +484,31 @@ def run_config(checkpoints: dict[str, Path], data: Path, task_names, options: Ru
               "representations": [DISPLAY_NAMES[n] for n in parse_representations(options.representations)]}
     if command:
         config["command"] = command
+    config["content"] = content_ids(checkpoints, data)
     return config
+
+
+def content_ids(checkpoints: dict[str, Path], data: Path) -> dict:
+    """What the paths held when the run started: a digest of each checkpoint's weights and the corpus' vocabulary
+    fingerprint, so that a resumed or merged run cannot pool the seeds of two different models under one name."""
+    import hashlib
+
+    from modeling_shopperbert.encoder import corpus_fingerprint
+
+    def digest(folder: Path) -> str | None:
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            return None
+        h = hashlib.sha256()
+        with open(weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        return "sha256:" + h.hexdigest()[:16]
+
+    metadata = json.loads((data / "metadata.json").read_text()) if (data / "metadata.json").is_file() else None
+    vocab = json.loads((data / "vocab.json").read_text()) if (data / "vocab.json").is_file() else None
+    return {"checkpoints": {name: digest(Path(path)) for name, path in checkpoints.items()},
+            "corpus": corpus_fingerprint(metadata, vocab)}
 
 
 def _settings(config: dict) -> dict:
@@ -515,6 +539,9 @@ def start_results(path: Path, config: dict, resume: bool, overwrite: bool) -> di
                          if old["options"].get(k) != new["options"].get(k))
         raise ValueError(f"error: --resume: {path} was made with other settings ({', '.join(differ)} differ); only "
                          "seeds and tasks may change. Use another --out, or --overwrite to replace it")
+    from .report import check_same_content
+
+    check_same_content(previous["config"].get("content"), config.get("content"), str(path), "--resume")
     tasks = {name: {"kind": entry["kind"], "paper_analogue": entry.get("paper_analogue"),
                     "models": {m: {"seeds": dict(model["seeds"])} for m, model in entry["models"].items()}}
              for name, entry in previous.get("tasks", {}).items()}

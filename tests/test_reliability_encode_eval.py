@@ -369,3 +369,27 @@ def test_encode_reads_logs_as_data_prep_does(tmp_path):
     parquet = tmp_path / "logs.parquet"
     rows.assign(user_id=pd.array([5, None], dtype="Int64")).to_parquet(parquet)
     assert read_logs(parquet)["user_id"].tolist()[0] == "5"
+
+
+def test_resume_and_merge_refuse_a_checkpoint_whose_weights_changed(tiny, tmp_path):
+    """Same paths, other weights (the checkpoint was retrained in place): the seeds of two models are never pooled,
+    neither by --resume nor by merging results; an older results.json without content ids is still accepted."""
+    from eval_suite import run as R
+    from eval_suite.report import merge_results
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny["model"], model)
+    options = R.RunOptions.quick(repeats=1, representations=())
+    before = R.run_config({"MP": model}, tiny["data"], ["kids"], options, None)
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"config": before, "tasks": {}}))
+    assert R.start_results(results, before, resume=True, overwrite=False)["config"]["content"] == before["content"]
+    with open(model / "model.safetensors", "ab") as f:
+        f.write(b"\0")  # retrained in place
+    after = R.run_config({"MP": model}, tiny["data"], ["kids"], options, None)
+    with pytest.raises(ValueError, match="checkpoint MP changed in between"):
+        R.start_results(results, after, resume=True, overwrite=False)
+    with pytest.raises(ValueError, match="checkpoint MP changed in between"):
+        merge_results([{"config": before, "tasks": {}}, {"config": after, "tasks": {}}])
+    older = {k: v for k, v in before.items() if k != "content"}
+    merge_results([{"config": older, "tasks": {}}, {"config": after, "tasks": {}}])  # nothing to compare: accepted
