@@ -548,7 +548,8 @@ def headline_notes(results: dict, on_test: list[str]) -> list[str]:
     notes = [
         f"Partners ({groups}): the best of each group by its mean validation metric (`val_auroc` / `val_mrr`, what "
         "each model was selected on), never by test.",
-        "difference: mean of U-MLP minus the partner over the seeds both ran (the means beside it are over each model's own seeds, which differ where runs stopped early); wins-losses: seeds where U-MLP is "
+        "difference: mean of U-MLP minus the partner over the seeds both ran (the means beside it are over each "
+        "model's own seeds, which differ where runs stopped early); wins-losses: seeds where U-MLP is "
         "above / below. corrected p: Nadeau & Bengio's (2003) corrected resampled t-test on the per-seed "
         f"differences (two-sided, J - 1 degrees of freedom, variance scaled by 1/J + n_test/n_train with {ratio}); "
         "a plain paired t-test would ignore that the seeds' training users overlap. Holm p: Holm-adjusted across "
