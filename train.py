@@ -11,11 +11,14 @@ Outputs in `--output`: `final/` and `best/` (save_pretrained folders with the da
 
 Reliability: an `--output` folder belongs to one run. A non-empty one is refused without `--resume` (`--overwrite`
 clears only a folder train.py wrote), a lock file holds it while training, and a resume checks that the checkpoint
-was written for the same data vocabulary, seed, batch size and training users (`--resume-force` skips that).
-Checkpoints load without unpickling anything but tensors: the scheduler state and step are JSON, the random
-generators safetensors; `--resume latest` falls back past a damaged checkpoint. Non-finite losses or gradients stop
-the run (`--max-nonfinite-steps` skips that many in a row first) and never leave a `final/` or `best/`. Every refusal
-is one `error: ...` line and exit status 2; a fault while training exits 1.
+was written for the same data vocabulary, seed, batch size and training users (`--resume-force` skips that, and
+the model then takes the data's vocabulary). `--resume PATH` must be one of `--output`'s checkpoints unless `--output`
+is new or empty (a new run folder started from that state). Every option is checked before `--overwrite` clears
+anything. Checkpoints load without unpickling anything but tensors: the scheduler state and step are JSON, the random
+generators safetensors; `--resume latest` falls back past a damaged checkpoint (renamed `*.damaged`), while an intact
+one that cannot continue here (an older train.py's, another number of processes or device) is refused, untouched.
+Non-finite losses or gradients stop the run (`--max-nonfinite-steps` skips that many in a row first) and never leave a
+`final/` or `best/`. Every refusal is one `error: ...` line and exit status 2; a fault while training exits 1.
 """
 
 from __future__ import annotations
@@ -128,7 +131,7 @@ class PretrainingArguments:
     save_total_limit: int = field(default=2, metadata={"help": "Training-state checkpoints kept (oldest removed)."})
     resume: str | None = field(default=None, metadata={
         "help": "`latest` or a checkpoint folder: continue that run exactly (a damaged latest checkpoint falls back "
-                "to the previous one)."})
+                "to the previous one). A folder outside --output/checkpoints needs a new or empty --output."})
     resume_force: bool = field(default=False, metadata={
         "help": "Resume even if the checkpoint's run had another seed, batch size, number of training users or data "
                 "vocabulary (no longer an exact continuation)."})
@@ -303,6 +306,7 @@ def check_args(args: PretrainingArguments) -> None:
         raise RunError("--resume-force only applies with --resume")
     if not Path(args.data).is_dir():
         raise RunError(f"--data {args.data}: no such folder (build one with `python -m data_prep build`)")
+    batch_split(args)
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -388,34 +392,64 @@ def check_config_matches_data(config: ShopperBertConfig, data: PreparedData, dat
 # The run folder: one run per --output, held by a lock file while training
 # ---------------------------------------------------------------------------------------------------------------
 def claim_output(args: PretrainingArguments, output: Path) -> Path:
-    """Lock `output` for this run and, unless resuming, make sure it holds no other run: a non-empty folder is
-    refused, or with --overwrite cleared when train.py wrote it (its marker or run_config.json). Returns the lock."""
+    """Lock `output` for this run and make sure it holds no other run: a resume of its own run needs a train.py run
+    folder (its marker or run_config.json); a new run (or one started from another folder's checkpoint) needs an
+    empty folder, or with --overwrite one that train.py wrote, which is cleared. Returns the lock. Called once every
+    option has been checked and the Accelerator built, so that a refused run never deletes anything."""
     if output.exists() and not output.is_dir():
         raise RunError(f"--output {output} is a file, not a folder")
     output.mkdir(parents=True, exist_ok=True)
     lock = acquire_lock(output / LOCK_FILE)
     try:
         others = sorted(p for p in output.iterdir() if p.name != LOCK_FILE)
-        if others and not args.resume:
-            names = ", ".join(p.name for p in others[:5])
-            if not args.overwrite:
-                raise RunError(f"--output {output} is not empty (it holds {names}): continue that run with --resume "
-                               "latest, choose a new --output, or give --overwrite to replace an earlier train.py run")
-            if not ((output / RUN_MARKER).is_file() or (output / "run_config.json").is_file()):
-                raise RunError(f"--overwrite: {output} is not a train.py run folder (no {RUN_MARKER} or "
-                               f"run_config.json; it holds {names}); refusing to delete anything in it")
-            print(f"--overwrite: clearing the earlier run in {output}", file=sys.stderr)
-            for path in others:
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-        if not args.resume:
-            write_json(output / RUN_MARKER, {"written_by": "train.py", "started": time.time()})
+        names = ", ".join(p.name for p in others[:5])
+        is_run = (output / RUN_MARKER).is_file() or (output / "run_config.json").is_file()
+        if continues_this_folder(args, output):
+            if not is_run:
+                raise RunError(f"--resume {args.resume}: --output {output} is not a train.py run folder (no "
+                               f"{RUN_MARKER} or run_config.json; it holds {names}); refusing to resume into it")
+        elif others:
+            clear_earlier_run(args, output, others, names, is_run)
+        if not continues_this_folder(args, output):
+            write_json(output / RUN_MARKER, {"written_by": "train.py", "started": time.time(),
+                                             "resumed_from": str(Path(args.resume).resolve()) if args.resume else None})
     except BaseException:
         release_lock(lock)
         raise
     return lock
+
+
+def clear_earlier_run(args: PretrainingArguments, output: Path, others: list[Path], names: str, is_run: bool) -> None:
+    """Refuse a non-empty `output` for a new run, or with --overwrite clear it when train.py wrote it."""
+    if args.resume:
+        raise RunError(f"--output {output} is not empty (it holds {names}): --resume {args.resume}, a checkpoint of "
+                       "another folder, starts a new run there and needs a new or empty --output")
+    if not args.overwrite:
+        raise RunError(f"--output {output} is not empty (it holds {names}): continue that run with --resume "
+                       "latest, choose a new --output, or give --overwrite to replace an earlier train.py run")
+    if not is_run:
+        raise RunError(f"--overwrite: {output} is not a train.py run folder (no {RUN_MARKER} or "
+                       f"run_config.json; it holds {names}); refusing to delete anything in it")
+    print(f"--overwrite: clearing the earlier run in {output}", file=sys.stderr)
+    for path in others:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def continues_this_folder(args: PretrainingArguments, output: Path) -> bool:
+    """Whether --resume continues the run of `output` (`latest`, or a checkpoint under its checkpoints/), rather
+    than starting a new run folder from another folder's checkpoint."""
+    if args.resume == "latest":
+        return True
+    return args.resume is not None and (output / "checkpoints").resolve() in Path(args.resume).resolve().parents
+
+
+def holds_a_run(output: Path) -> bool:
+    """Whether `output` holds anything besides a lock and a run marker (which another process may just have
+    written while claiming it)."""
+    return output.is_dir() and any(p.name not in (LOCK_FILE, RUN_MARKER) for p in output.iterdir())
 
 
 def acquire_lock(path: Path) -> Path:
@@ -693,14 +727,24 @@ def load_rng_state(path: Path) -> None:
         torch.cuda.set_rng_state_all([tensors[f"cuda_{i}"] for i in range(torch.cuda.device_count())])
 
 
+class CheckpointRefused(Exception):
+    """An intact checkpoint that cannot continue this run here: an older train.py's format, pickle files train.py
+    never writes, another number of processes or another device. Refused (exit 2); never set aside as damaged."""
+
+
 def read_train_state(folder: Path) -> dict:
-    """A checkpoint's `train_state.json`; ValueError when the checkpoint is incomplete, damaged, or holds pickle
-    files that train.py does not write (they are never loaded)."""
+    """A checkpoint's `train_state.json`. ValueError when the checkpoint is damaged or incomplete (a file train.py
+    writes is missing or does not parse); CheckpointRefused when it was written by an older train.py (accelerate's
+    pickles, no train_state.json) or holds pickle files (they are never loaded)."""
     pickles = sorted(p.name for p in folder.glob("*.pkl"))
+    if not (folder / TRAIN_STATE).exists() and (pickles or (folder / "step.json").is_file()):
+        raise CheckpointRefused(f"was written by an older version of train.py ({', '.join(pickles) or 'step.json'}, "
+                                f"no {TRAIN_STATE}), whose pickled state this version does not load: start a new run")
     if pickles:
-        raise ValueError(f"it holds pickle files that train.py does not load ({', '.join(pickles)}); a checkpoint "
-                         "of an older train.py cannot be resumed: start a new run")
-    missing = [name for name in (TRAIN_STATE, "model.safetensors", "optimizer.bin") if not (folder / name).is_file()]
+        raise CheckpointRefused(f"holds pickle files that train.py never writes and does not load "
+                                f"({', '.join(pickles)}): remove them to resume it")
+    missing = [name for name in (TRAIN_STATE, "model.safetensors", "optimizer.bin", RNG_STATE.format(0))
+               if not (folder / name).is_file()]
     if missing:
         raise ValueError(f"it lacks {missing}")
     state = json.loads((folder / TRAIN_STATE).read_text())
@@ -711,13 +755,18 @@ def read_train_state(folder: Path) -> dict:
 
 
 def resume_candidates(args: PretrainingArguments, output: Path) -> list[Path]:
-    """The checkpoints to try, newest first: every one of `output` for `latest`, else the one named."""
+    """The checkpoints to try, newest first: every one of `output` for `latest`, else the one named, which must be
+    one of `output`'s unless `output` is new or empty (a new run folder started from another run's checkpoint)."""
     if args.resume == "latest":
         found = checkpoint_dirs(output)[::-1]
     else:
         found = [Path(args.resume)] if Path(args.resume).is_dir() else []
     if not found:
         raise RunError(f"--resume {args.resume}: no checkpoint found under {output / 'checkpoints'}")
+    if not continues_this_folder(args, output) and holds_a_run(output):
+        raise RunError(f"--resume {args.resume} is not a checkpoint of --output {output} (those are under "
+                       f"{output / 'checkpoints'}): resuming it would replace that folder's run; give a new or empty "
+                       "--output to start a new run from it")
     return found
 
 
@@ -730,6 +779,8 @@ def resume_config(args: PretrainingArguments, candidates: list[Path], data: Prep
         try:
             state = read_train_state(folder)
             break
+        except CheckpointRefused as err:
+            raise RunError(f"--resume {args.resume}: the checkpoint {folder} {err}; nothing was changed") from None
         except ValueError as err:
             damaged_checkpoint(folder, err, args.resume != "latest", rename=is_first_rank())
     else:
@@ -744,7 +795,10 @@ def resume_config(args: PretrainingArguments, candidates: list[Path], data: Prep
                        "a new --output, or give --resume-force to continue anyway (not an exact continuation)")
     if changed or (args.resume_force and getattr(config, FINGERPRINT_KEY, None) != fingerprint):
         print(f"warning: --resume-force: resuming {where} despite {described or 'another vocabulary'}", file=sys.stderr)
-    config.vocab_fingerprint = config.vocab_fingerprint or fingerprint
+    if getattr(config, FINGERPRINT_KEY, None) not in (None, fingerprint):
+        print(f"warning: --resume-force: the model's {FINGERPRINT_KEY} becomes --data {args.data}'s ({fingerprint}, "
+              f"was {config.vocab_fingerprint}): its saved models carry that corpus' vocab.json", file=sys.stderr)
+    config.vocab_fingerprint = fingerprint  # the vocabulary save_model copies beside the weights
     return config, candidates[i:]
 
 
@@ -752,22 +806,44 @@ def load_checkpoint(accelerator: Accelerator, candidates: list[Path], scheduler,
     """Load the newest checkpoint that loads completely on every process: model and optimizer through accelerate
     (tensors only, weights_only=True), then our JSON scheduler state and safetensors random generators. A damaged
     one is set aside (renamed `*.damaged`, never deleted) and the previous one tried; a checkpoint named with
-    --resume is not replaced by another."""
+    --resume is not replaced by another. An intact one that cannot continue here (CheckpointRefused) is refused
+    with nothing changed."""
     for folder in candidates:
-        problem = None
+        problem = refused = None
         try:
             state = read_train_state(folder)
+            check_resumable_here(folder, accelerator)
             accelerator.load_state(str(folder), load_kwargs={"weights_only": True})
             scheduler.load_state_dict(state["scheduler"])
             accelerator.step = state["accelerator_step"]
             load_rng_state(folder / RNG_STATE.format(accelerator.process_index))
+        except CheckpointRefused as err:
+            refused = str(err)
         except Exception as err:  # any damaged or missing file: this checkpoint cannot continue the run exactly
             problem = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        if not all_processes(accelerator, refused is None):
+            raise RunError(f"--resume {folder if explicit else 'latest'}: the checkpoint {folder} "
+                           f"{refused or 'cannot be resumed by another process of this run'}; nothing was changed")
         if all_processes(accelerator, problem is None):
             return folder, state
         damaged_checkpoint(folder, problem or "damaged on another process", explicit, accelerator.is_main_process)
         accelerator.wait_for_everyone()
     raise RunError(f"--resume {candidates[0] if explicit else 'latest'}: no checkpoint could be loaded")
+
+
+def check_resumable_here(folder: Path, accelerator) -> None:
+    """Refuse (CheckpointRefused) an intact checkpoint saved by another number of processes (one random-state file
+    per process) or without the CUDA generators this process has (saved on the CPU, resumed on a GPU)."""
+    saved = len(list(folder.glob(RNG_STATE.format("*"))))
+    if saved != accelerator.num_processes:
+        raise CheckpointRefused(f"was saved by {saved} process(es) ({RNG_STATE.format('N')} files) but this run has "
+                                f"{accelerator.num_processes}: resume with the same number of processes")
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with safe_open(str(folder / RNG_STATE.format(accelerator.process_index)), framework="pt") as f:
+        saved_gpus = sum(key.startswith("cuda_") for key in f.keys())
+    if saved_gpus < gpus:
+        raise CheckpointRefused(f"was saved on {f'{saved_gpus} GPU(s)' if saved_gpus else 'the CPU'} but this process "
+                                f"has {gpus} GPU(s): resume on the same device as the saved run")
 
 
 def damaged_checkpoint(folder: Path, problem, explicit: bool, rename: bool) -> None:
@@ -869,22 +945,31 @@ def training_function(args: PretrainingArguments) -> dict:
     data, fingerprint = load_data(args)
     train_dataset, eval_dataset = select_users(args, data)
     candidates = resume_candidates(args, Path(args.output)) if args.resume else []
+    accelerator, mixed_precision = make_accelerator(args, Path(args.output))
+    # Only now, every check passed, is --output claimed (and, with --overwrite, cleared).
     lock = claim_output(args, Path(args.output)) if is_first_rank() else None
     try:
-        return run_training(args, data, fingerprint, train_dataset, eval_dataset, candidates)
+        return run_training(args, accelerator, mixed_precision, data, fingerprint, train_dataset, eval_dataset,
+                            candidates)
     finally:
         release_lock(lock)
 
 
-def run_training(args: PretrainingArguments, data: PreparedData, fingerprint: str, train_dataset, eval_dataset,
-                 candidates: list[Path]) -> dict:
-    output, data_path = Path(args.output), Path(args.data)
-    config = build_config(args, data, fingerprint)
-    # What makes a checkpoint this run's: resuming with other values is refused (unless --resume-force).
-    run_identity = {"seed": args.seed, "batch_size": args.batch_size, "train_users": len(train_dataset)}
-    if candidates:
-        config, candidates = resume_config(args, candidates, data, fingerprint, run_identity)
+def batch_split(args: PretrainingArguments) -> tuple[int, int, int]:
+    """Users per process and forward pass, processes (WORLD_SIZE, which launchers set) and gradient-accumulation
+    steps that make up --batch-size; refused when they do not divide it."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    per_device = args.per_device_batch_size or max(1, args.batch_size // processes)
+    if args.batch_size % (per_device * processes):
+        raise RunError(f"--batch-size {args.batch_size} is not a multiple of per-device batch {per_device} x "
+                       f"{processes} processes")
+    return per_device, processes, args.batch_size // (per_device * processes)
 
+
+def make_accelerator(args: PretrainingArguments, output: Path) -> tuple[Accelerator, str]:
+    """The Accelerator and the precision it trains in, built before --output is touched (it writes nothing): it
+    refuses unknown --report-to trackers, and a launch that runs another number of processes than WORLD_SIZE."""
+    per_device, processes, accumulation = batch_split(args)
     mixed_precision = resolve_mixed_precision(args.mixed_precision)
     trackers: list = [JSONLTracker("metrics", output / "logs")]
     if args.report_to == "auto":
@@ -894,22 +979,27 @@ def run_training(args: PretrainingArguments, data: PreparedData, fingerprint: st
             trackers.append("tensorboard")
     elif args.report_to != "none":
         trackers += [name.strip() for name in args.report_to.split(",") if name.strip()]
+    try:
+        accelerator = Accelerator(gradient_accumulation_steps=accumulation, mixed_precision=mixed_precision,
+                                  log_with=trackers, project_dir=str(output),
+                                  dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+    except ValueError as err:
+        raise RunError(f"cannot start accelerate with --report-to {args.report_to} and --mixed-precision "
+                       f"{args.mixed_precision} ({mixed_precision}): {err}") from None
+    if accelerator.num_processes != processes:
+        raise RunError(f"WORLD_SIZE={processes} but accelerate runs {accelerator.num_processes}")
+    return accelerator, mixed_precision
 
-    probe_processes = int(os.environ.get("WORLD_SIZE", "1"))
-    per_device = args.per_device_batch_size or max(1, args.batch_size // probe_processes)
-    if args.batch_size % (per_device * probe_processes):
-        raise RunError(f"--batch-size {args.batch_size} is not a multiple of per-device batch {per_device} x "
-                       f"{probe_processes} processes")
-    accumulation = args.batch_size // (per_device * probe_processes)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=accumulation,
-        mixed_precision=mixed_precision,
-        log_with=trackers,
-        project_dir=str(output),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
-    if accelerator.num_processes != probe_processes:
-        raise RunError(f"WORLD_SIZE={probe_processes} but accelerate runs {accelerator.num_processes}")
+
+def run_training(args: PretrainingArguments, accelerator: Accelerator, mixed_precision: str, data: PreparedData,
+                 fingerprint: str, train_dataset, eval_dataset, candidates: list[Path]) -> dict:
+    output, data_path = Path(args.output), Path(args.data)
+    per_device, _, accumulation = batch_split(args)
+    config = build_config(args, data, fingerprint)
+    # What makes a checkpoint this run's: resuming with other values is refused (unless --resume-force).
+    run_identity = {"seed": args.seed, "batch_size": args.batch_size, "train_users": len(train_dataset)}
+    if candidates:
+        config, candidates = resume_config(args, candidates, data, fingerprint, run_identity)
     set_seed(args.seed)
 
     model = ShopperBertForMaskedPurchasePrediction(config)
@@ -943,17 +1033,17 @@ def run_training(args: PretrainingArguments, data: PreparedData, fingerprint: st
                "total_steps": total_steps, "warmup_steps": warmup, "steps_per_epoch": steps_per_epoch,
                "train_users": len(train_dataset), "eval_users": len(eval_dataset),
                "num_parameters": sum(p.numel() for p in model.parameters())}
-    accelerator.init_trackers("shopperbert", config={k: v for k, v in hparams.items() if v is not None})
-    if accelerator.is_main_process and not args.resume:
-        write_json(output / "run_config.json", {"model_config": config.to_dict(), "args": hparams})
-
     completed_steps, resume_dir = 0, None
-    if candidates:
+    if candidates:  # before the trackers write anything: a refused checkpoint leaves the run folder as it was
         resume_dir, state = load_checkpoint(accelerator, candidates, scheduler, explicit=args.resume != "latest")
         completed_steps = state["step"]
         if accelerator.is_main_process:
             truncate_log(output / "logs" / "metrics.jsonl", completed_steps)
         accelerator.print(f"resumed from {resume_dir} at optimizer step {completed_steps}")
+
+    accelerator.init_trackers("shopperbert", config={k: v for k, v in hparams.items() if v is not None})
+    if accelerator.is_main_process and not continues_this_folder(args, output):
+        write_json(output / "run_config.json", {"model_config": config.to_dict(), "args": hparams})
 
     majority = majority_classes(data.dataset["train"]) if accelerator.is_main_process else None
     majority = accelerate_broadcast(accelerator, majority)

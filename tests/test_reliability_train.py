@@ -80,6 +80,11 @@ def write_lock(out, pid):
     (Path(out) / train.LOCK_FILE).write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": 0}))
 
 
+def snapshot(folder):
+    """Every file under `folder` with its content: to show that a refused run changed nothing."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
 # -- 1. one run per folder, a lock --------------------------------------------------------------------------------
 def test_non_empty_output_is_refused_and_overwrite_spares_foreign_folders(tiny_data, tmp_path, capsys):
     out = tmp_path / "mine"
@@ -124,6 +129,49 @@ def test_resume_of_another_run_is_refused_unless_forced_and_the_lock_released(ru
     assert not (run_copy / train.LOCK_FILE).exists()
     assert run_main(argv + ["--resume-force"]) == 0
     assert "--resume-force" in capsys.readouterr().err
+
+
+def test_resume_of_another_folders_checkpoint_into_a_run_folder_is_refused(run_copy, finished, tmp_path, tiny_data,
+                                                                          capsys):
+    other = tmp_path / "B"
+    shutil.copytree(finished, other)
+    before = snapshot(other)
+    checkpoint = run_copy / "checkpoints" / "step_0000006"
+    assert run_main(["--data", tiny_data, "--output", other, "--resume", checkpoint, *STEPS, *COMMON]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "is not a checkpoint of --output" in err and str(other) in err
+    assert snapshot(other) == before  # B's best/, final/, metrics.jsonl and checkpoints untouched
+
+
+def test_resume_of_another_folders_checkpoint_starts_a_new_run_folder(run_copy, tmp_path, tiny_data):
+    before = snapshot(run_copy)
+    fresh = tmp_path / "fresh"
+    argv = ["--data", tiny_data, "--output", fresh, "--resume", run_copy / "checkpoints" / "step_0000004"]
+    assert run_main([*argv, *STEPS, *COMMON]) == 0
+    assert (fresh / train.RUN_MARKER).is_file() and (fresh / "run_config.json").is_file()  # a run folder of its own
+    expected, resumed = weights(run_copy / "final"), weights(fresh / "final")
+    assert all(torch.equal(expected[k], resumed[k]) for k in expected)  # the same continuation
+    assert snapshot(run_copy) == before
+    assert [p.name for p in train.checkpoint_dirs(fresh)] == ["step_0000006"]  # its own, resumable with `latest`
+    assert run_main(["--data", tiny_data, "--output", fresh, "--resume", "latest", *STEPS, *COMMON]) == 0
+
+
+def test_resume_into_a_folder_train_py_did_not_write_is_refused(run_copy, tiny_data, capsys):
+    (run_copy / train.RUN_MARKER).unlink()
+    (run_copy / "run_config.json").unlink()
+    before = snapshot(run_copy)
+    assert run_main(["--data", tiny_data, "--output", run_copy, "--resume", "latest", *STEPS, *COMMON]) == 2
+    assert "is not a train.py run folder" in capsys.readouterr().err
+    assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize("refused", [["--batch-size", "10", "--per-device-batch-size", "4"],
+                                     ["--report-to", "no-such-tracker"]])
+def test_overwrite_deletes_nothing_when_another_option_is_refused(run_copy, tiny_data, capsys, refused):
+    before = snapshot(run_copy)
+    assert run_main(["--data", tiny_data, "--output", run_copy, "--overwrite", *STEPS, *COMMON, *refused]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert snapshot(run_copy) == before
 
 
 def test_sigterm_ends_the_run_and_releases_the_lock(tiny_data, tmp_path, capsys):
@@ -191,9 +239,56 @@ def test_resume_never_unpickles_a_planted_file(run_copy, tiny_data, capsys):
     checkpoint = run_copy / "checkpoints" / "step_0000006"
     for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl"):
         torch.save(_Payload(str(marker)), checkpoint / name)
-    assert run_main(["--data", tiny_data, "--output", run_copy, "--resume", "latest", *STEPS, *COMMON]) == 0
+    before = snapshot(run_copy)
+    assert run_main(["--data", tiny_data, "--output", run_copy, "--resume", "latest", *STEPS, *COMMON]) == 2
     assert not marker.exists()
-    assert "pickle files that train.py does not load" in capsys.readouterr().err
+    assert "pickle files that train.py never writes" in capsys.readouterr().err
+    assert snapshot(run_copy) == before  # intact files are refused, not set aside as damaged
+
+
+def _old_format(checkpoint):
+    """What the train.py before issue 13 saved: accelerate's pickled scheduler and random states, step.json."""
+    state = json.loads((checkpoint / train.TRAIN_STATE).read_text())
+    (checkpoint / train.TRAIN_STATE).unlink()
+    (checkpoint / train.RNG_STATE.format(0)).unlink()
+    (checkpoint / "step.json").write_text(json.dumps({"step": state["step"]}))
+    torch.save(state["scheduler"], checkpoint / "custom_checkpoint_0.pkl")
+    torch.save({"step": state["accelerator_step"], "torch_manual_seed": torch.get_rng_state()},
+               checkpoint / "random_states_0.pkl")
+
+
+def test_checkpoints_of_an_older_train_py_are_refused_untouched(run_copy, tiny_data, capsys):
+    for checkpoint in (run_copy / "checkpoints").iterdir():
+        _old_format(checkpoint)
+    before = snapshot(run_copy)
+    for resume in ("latest", run_copy / "checkpoints" / "step_0000006"):
+        assert run_main(["--data", tiny_data, "--output", run_copy, "--resume", resume, *STEPS, *COMMON]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "older version of train.py" in err and "start a new run" in err
+        assert snapshot(run_copy) == before  # no `*.damaged`
+
+
+def test_checkpoint_of_another_process_count_is_refused_untouched(run_copy, tiny_data, capsys):
+    for checkpoint in (run_copy / "checkpoints").iterdir():  # as two processes save them
+        shutil.copy(checkpoint / train.RNG_STATE.format(0), checkpoint / train.RNG_STATE.format(1))
+    before = snapshot(run_copy)
+    assert run_main(["--data", tiny_data, "--output", run_copy, "--resume", "latest", *STEPS, *COMMON]) == 2
+    err = capsys.readouterr().err
+    assert "saved by 2 process(es)" in err and "this run has 1" in err
+    assert snapshot(run_copy) == before
+
+
+def test_cpu_checkpoint_on_a_gpu_is_refused(finished, monkeypatch):
+    from types import SimpleNamespace
+
+    checkpoint = finished / "checkpoints" / "step_0000006"
+    one_process = SimpleNamespace(num_processes=1, process_index=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    train.check_resumable_here(checkpoint, one_process)  # CPU -> CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(train.CheckpointRefused, match="saved on the CPU but this process has 1 GPU"):
+        train.check_resumable_here(checkpoint, one_process)
 
 
 # -- 3. non-finite guard -------------------------------------------------------------------------------------------
@@ -280,6 +375,22 @@ def test_resume_on_a_corpus_with_other_ids_of_the_same_sizes_is_refused(run_copy
     assert "another vocabulary" in capsys.readouterr().err
 
 
+def test_forced_resume_on_another_vocabulary_saves_the_datas_fingerprint(run_copy, tiny_data, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    vocab = json.loads((other / "vocab.json").read_text())
+    vocab["category_1"][4:6] = vocab["category_1"][5:3:-1]
+    (other / "vocab.json").write_text(json.dumps(vocab))
+    _, fingerprint = train.load_data(train.parse_args(["--data", str(other)]))
+    argv = ["--data", other, "--output", run_copy, "--resume", "latest", "--resume-force", *STEPS, *COMMON]
+    assert run_main(argv) == 0
+    assert "vocab_fingerprint becomes" in capsys.readouterr().err
+    assert json.loads((run_copy / "final" / "config.json").read_text())["vocab_fingerprint"] == fingerprint
+    for folder in ("final", "best"):  # config and the vocab.json beside it agree: encode/publish accept them
+        recorded = json.loads((run_copy / folder / "config.json").read_text())["vocab_fingerprint"]
+        assert vocabulary_fingerprint(json.loads((run_copy / folder / "vocab.json").read_text())) == recorded
+
+
 # -- 5. empty validation split -------------------------------------------------------------------------------------
 def test_empty_validation_split_is_refused_before_training(tiny_data, tmp_path, capsys):
     from datasets import DatasetDict, load_from_disk
@@ -357,8 +468,16 @@ def test_mixed_precision_comes_from_the_launcher_unless_given(monkeypatch):
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     assert train.resolve_mixed_precision("auto") == "bf16"
     assert train.resolve_mixed_precision("no") == "no"
-    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
-    device_default = "no" if not torch.cuda.is_available() else train.resolve_mixed_precision("auto")
-    assert train.resolve_mixed_precision("auto") == device_default
-    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
-    assert train.resolve_mixed_precision("auto") == device_default
+    for launcher in ("no", None):  # the launcher's default, or no launcher: the device decides
+        if launcher:
+            monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", launcher)
+        else:
+            monkeypatch.delenv("ACCELERATE_MIXED_PRECISION")
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        assert train.resolve_mixed_precision("auto") == "no"
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+        assert train.resolve_mixed_precision("auto") == "bf16"
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+        assert train.resolve_mixed_precision("auto") == "fp16"
+        assert train.resolve_mixed_precision("no") == "no"
