@@ -19,6 +19,7 @@ generators safetensors; `--resume latest` falls back past a damaged checkpoint (
 one that cannot continue here (an older train.py's, another number of processes or device) is refused, untouched.
 Non-finite losses or gradients stop the run (`--max-nonfinite-steps` skips that many in a row first) and never leave a
 `final/` or `best/`. Every refusal is one `error: ...` line and exit status 2; a fault while training exits 1.
+The run folder and its lock are `pretraining/run_folder.py`; checkpoints and resume, `pretraining/checkpoints.py`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import random
 import shutil
 import signal
-import socket
 import sys
 import threading
 import time
@@ -41,8 +40,6 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.tracking import GeneralTracker
 from accelerate.utils import set_seed
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
@@ -53,18 +50,16 @@ from modeling_shopperbert.collator import DataCollatorForMaskedPurchasePredictio
 from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS, CLS_ID, UNK_ID
 from modeling_shopperbert.contract import FINGERPRINT_KEY, check_fingerprints, vocabulary_fingerprint
 from modeling_shopperbert.mpp_rules import rule_table
+from pretraining.checkpoints import (  # noqa: F401  (RNG_STATE, TRAIN_STATE, ...: tests read them as train.<name>)
+    RNG_STATE, TRAIN_STATE, CheckpointRefused, all_processes, check_finite_weights, check_resumable_here,
+    checkpoint_dirs, damaged_checkpoint, load_checkpoint, read_train_state, resume_candidates, save_training_state)
+from pretraining.errors import RunError
+from pretraining.run_folder import (  # noqa: F401  (LOCK_FILE, RUN_MARKER, UMASK: tests read them as train.<name>)
+    LOCK_FILE, RUN_MARKER, UMASK, claim_output, continues_this_folder, release_lock, truncate_log, use_default_modes,
+    write_json)
 
 # Files of a data_prep folder that travel into every saved model: what `encode_users` needs for new users.
 DATA_FILES = ("metadata.json", "vocab.json")
-# Files train.py keeps in `--output`: a lock while a run uses the folder, and a marker saying train.py made it (only
-# such a folder may be cleared by --overwrite; `run_config.json` marks runs from before the marker).
-LOCK_FILE = ".train.lock"
-RUN_MARKER = ".train-run.json"
-# What a checkpoint holds beside accelerate's model.safetensors and optimizer.bin (loaded with weights_only=True).
-TRAIN_STATE = "train_state.json"  # step, scheduler state, the run's identity and model config
-RNG_STATE = "rng_state_{}.safetensors"  # one per process: Python, numpy and torch generators
-UMASK = os.umask(0o022)  # read once, at import (the only way to read it), and set back at once
-os.umask(UMASK)
 
 
 # Model sizes. `paper` is the paper's encoder; `small` is what `make demo` trains on 2 CPU cores.
@@ -193,15 +188,6 @@ class JSONLTracker(GeneralTracker):
 # ---------------------------------------------------------------------------------------------------------------
 # Options
 # ---------------------------------------------------------------------------------------------------------------
-class RunError(SystemExit):
-    """A refusal or a fault that ends the run with one `error: ...` line and no traceback (see `main`): exit status 2
-    when the options, the data or the output folder are wrong, 1 when training itself failed."""
-
-    def __init__(self, message: str, exit_code: int = 2):
-        super().__init__(message if message.startswith("error:") else f"error: {message}")
-        self.exit_code = exit_code
-
-
 def parse_args(argv=None) -> PretrainingArguments:
     """The command line over the options of `--config FILE`. The file's values pass through the same parser as the
     command line, so a value of the wrong type fails the same way (`error:`, exit 2)."""
@@ -389,159 +375,6 @@ def check_config_matches_data(config: ShopperBertConfig, data: PreparedData, dat
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The run folder: one run per --output, held by a lock file while training
-# ---------------------------------------------------------------------------------------------------------------
-def claim_output(args: PretrainingArguments, output: Path) -> Path:
-    """Lock `output` for this run and make sure it holds no other run: a resume of its own run needs a train.py run
-    folder (its marker or run_config.json); a new run (or one started from another folder's checkpoint) needs an
-    empty folder, or with --overwrite one that train.py wrote, which is cleared. Returns the lock. Called once every
-    option has been checked and the Accelerator built, so that a refused run never deletes anything."""
-    if output.exists() and not output.is_dir():
-        raise RunError(f"--output {output} is a file, not a folder")
-    output.mkdir(parents=True, exist_ok=True)
-    lock = acquire_lock(output / LOCK_FILE)
-    try:
-        others = sorted(p for p in output.iterdir() if p.name != LOCK_FILE)
-        names = ", ".join(p.name for p in others[:5])
-        is_run = (output / RUN_MARKER).is_file() or (output / "run_config.json").is_file()
-        if continues_this_folder(args, output):
-            if not is_run:
-                raise RunError(f"--resume {args.resume}: --output {output} is not a train.py run folder (no "
-                               f"{RUN_MARKER} or run_config.json; it holds {names}); refusing to resume into it")
-        elif others:
-            clear_earlier_run(args, output, others, names, is_run)
-        if not continues_this_folder(args, output):
-            write_json(output / RUN_MARKER, {"written_by": "train.py", "started": time.time(),
-                                             "resumed_from": str(Path(args.resume).resolve()) if args.resume else None})
-    except BaseException:
-        release_lock(lock)
-        raise
-    return lock
-
-
-def clear_earlier_run(args: PretrainingArguments, output: Path, others: list[Path], names: str, is_run: bool) -> None:
-    """Refuse a non-empty `output` for a new run, or with --overwrite clear it when train.py wrote it."""
-    if args.resume:
-        raise RunError(f"--output {output} is not empty (it holds {names}): --resume {args.resume}, a checkpoint of "
-                       "another folder, starts a new run there and needs a new or empty --output")
-    if not args.overwrite:
-        raise RunError(f"--output {output} is not empty (it holds {names}): continue that run with --resume "
-                       "latest, choose a new --output, or give --overwrite to replace an earlier train.py run")
-    if not is_run:
-        raise RunError(f"--overwrite: {output} is not a train.py run folder (no {RUN_MARKER} or "
-                       f"run_config.json; it holds {names}); refusing to delete anything in it")
-    print(f"--overwrite: clearing the earlier run in {output}", file=sys.stderr)
-    for path in others:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-
-
-def continues_this_folder(args: PretrainingArguments, output: Path) -> bool:
-    """Whether --resume continues the run of `output` (`latest`, or a checkpoint under its checkpoints/), rather
-    than starting a new run folder from another folder's checkpoint."""
-    if args.resume == "latest":
-        return True
-    return args.resume is not None and (output / "checkpoints").resolve() in Path(args.resume).resolve().parents
-
-
-def holds_a_run(output: Path) -> bool:
-    """Whether `output` holds anything besides a lock and a run marker (which another process may just have
-    written while claiming it)."""
-    return output.is_dir() and any(p.name not in (LOCK_FILE, RUN_MARKER) for p in output.iterdir())
-
-
-def acquire_lock(path: Path) -> Path:
-    """Create the lock file atomically (O_EXCL) holding this process's pid and host. A lock whose process is alive
-    (or on another host, where it cannot be checked) refuses the run; one left by a dead process of this host is
-    taken over with a warning."""
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-        except FileExistsError:
-            raw = path.read_text() if path.exists() else None
-            if raw is None:
-                continue  # released meanwhile
-            holder = parse_lock(raw)
-            if holder is None or lock_is_live(holder):
-                who = f"process {holder['pid']} on {holder['host']}" if holder else "an unknown process"
-                raise RunError(f"{path.parent} is in use by {who} (lock file {path}): wait for that run to end, or "
-                               "remove the lock file if no run uses this folder any more")
-            print(f"warning: taking over the lock {path} of process {holder['pid']}, which no longer runs",
-                  file=sys.stderr)
-            aside = path.with_name(f"{path.name}.stale-{os.getpid()}")
-            try:
-                os.rename(path, aside)
-            except FileNotFoundError:
-                continue  # another process took it over first
-            if aside.read_text() != raw:  # we moved a lock taken meanwhile: put it back
-                try:
-                    os.link(aside, path)
-                except FileExistsError:
-                    pass
-            aside.unlink()
-            continue
-        with os.fdopen(fd, "w") as f:
-            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}, f)
-        return path
-    raise RunError(f"could not take the lock {path}: other processes keep taking it")
-
-
-def parse_lock(raw: str) -> dict | None:
-    try:
-        holder = json.loads(raw)
-        return holder if isinstance(holder.get("pid"), int) and isinstance(holder.get("host"), str) else None
-    except (ValueError, AttributeError):
-        return None
-
-
-def lock_is_live(holder: dict) -> bool:
-    if holder["host"] != socket.gethostname():
-        return True
-    try:
-        os.kill(holder["pid"], 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def release_lock(path: Path | None) -> None:
-    """Remove the lock file if this process still holds it."""
-    if path is not None and path.is_file():
-        holder = parse_lock(path.read_text())
-        if holder and holder["pid"] == os.getpid() and holder["host"] == socket.gethostname():
-            path.unlink(missing_ok=True)
-
-
-def write_json(path: Path, value) -> None:
-    """Write a JSON file atomically (a temporary file, then a rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Keep the records of a JSONL log up to `step`, atomically: a resumed run logs the later steps again. A line
-    cut short by a kill is dropped too."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and (record.get("step") or 0) <= step:
-            kept.append(line + "\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Learning-rate schedule, parameters groups, evaluation
 # ---------------------------------------------------------------------------------------------------------------
 def lr_lambda(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -664,112 +497,8 @@ def mpp_diagnostics_table(results: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Checkpoints
+# Resume and saved models (the run folder and checkpoints themselves: pretraining/)
 # ---------------------------------------------------------------------------------------------------------------
-def checkpoint_dirs(output: Path) -> list[Path]:
-    root = output / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
-
-
-def save_training_state(accelerator: Accelerator, model, output: Path, step: int, limit: int, state: dict) -> None:
-    """`accelerator.save_state` (model as safetensors, optimizer) into a temporary folder, beside what a resume needs
-    without unpickling anything: `train_state.json` (step, scheduler state, the run's identity and model config,
-    from `state`) and each process's random generators as safetensors (accelerate's `random_states_N.pkl` is not
-    kept). An atomic rename then publishes the folder: a kill never leaves half a state."""
-    check_finite_weights(model, f"checkpoint step {step}")
-    final = output / "checkpoints" / f"step_{step:07d}"
-    tmp = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    save_rng_state(tmp / RNG_STATE.format(accelerator.process_index))
-    (tmp / f"random_states_{accelerator.process_index}.pkl").unlink(missing_ok=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        write_json(tmp / TRAIN_STATE, {"step": step, "accelerator_step": accelerator.step, **state})
-        use_default_modes(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        for old in checkpoint_dirs(output)[:-limit]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def save_rng_state(path: Path) -> None:
-    """This process's random generators (Python, numpy, torch CPU and CUDA) as tensors and JSON metadata."""
-    version, python_state, gauss = random.getstate()
-    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
-    tensors = {"python": torch.tensor(python_state, dtype=torch.int64),
-               "numpy": torch.from_numpy(keys.astype(np.int64)), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors.update({f"cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    save_file(tensors, str(path), metadata={"python": json.dumps([version, gauss]),
-                                            "numpy": json.dumps([name, position, has_gauss, cached_gaussian])})
-
-
-def load_rng_state(path: Path) -> None:
-    """Restore the generators `save_rng_state` wrote; a missing or damaged file raises (the resume would not be
-    exact)."""
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata()
-        tensors = {key: f.get_tensor(key) for key in f.keys()}
-    version, gauss = json.loads(metadata["python"])
-    name, position, has_gauss, cached_gaussian = json.loads(metadata["numpy"])
-    random.setstate((version, tuple(tensors["python"].tolist()), gauss))
-    np.random.set_state((name, tensors["numpy"].numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
-    torch.set_rng_state(tensors["torch"])
-    if torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([tensors[f"cuda_{i}"] for i in range(torch.cuda.device_count())])
-
-
-class CheckpointRefused(Exception):
-    """An intact checkpoint that cannot continue this run here: an older train.py's format, pickle files train.py
-    never writes, another number of processes or another device. Refused (exit 2); never set aside as damaged."""
-
-
-def read_train_state(folder: Path) -> dict:
-    """A checkpoint's `train_state.json`. ValueError when the checkpoint is damaged or incomplete (a file train.py
-    writes is missing or does not parse); CheckpointRefused when it was written by an older train.py (accelerate's
-    pickles, no train_state.json) or holds pickle files (they are never loaded)."""
-    pickles = sorted(p.name for p in folder.glob("*.pkl"))
-    if not (folder / TRAIN_STATE).exists() and (pickles or (folder / "step.json").is_file()):
-        raise CheckpointRefused(f"was written by an older version of train.py ({', '.join(pickles) or 'step.json'}, "
-                                f"no {TRAIN_STATE}), whose pickled state this version does not load: start a new run")
-    if pickles:
-        raise CheckpointRefused(f"holds pickle files that train.py never writes and does not load "
-                                f"({', '.join(pickles)}): remove them to resume it")
-    missing = [name for name in (TRAIN_STATE, "model.safetensors", "optimizer.bin", RNG_STATE.format(0))
-               if not (folder / name).is_file()]
-    if missing:
-        raise ValueError(f"it lacks {missing}")
-    state = json.loads((folder / TRAIN_STATE).read_text())
-    needed = {"step", "accelerator_step", "scheduler", "run", "model_config"}
-    if not isinstance(state, dict) or needed - set(state):
-        raise ValueError(f"its {TRAIN_STATE} lacks {sorted(needed - set(state if isinstance(state, dict) else ()))}")
-    return state
-
-
-def resume_candidates(args: PretrainingArguments, output: Path) -> list[Path]:
-    """The checkpoints to try, newest first: every one of `output` for `latest`, else the one named, which must be
-    one of `output`'s unless `output` is new or empty (a new run folder started from another run's checkpoint)."""
-    if args.resume == "latest":
-        found = checkpoint_dirs(output)[::-1]
-    else:
-        found = [Path(args.resume)] if Path(args.resume).is_dir() else []
-    if not found:
-        raise RunError(f"--resume {args.resume}: no checkpoint found under {output / 'checkpoints'}")
-    if not continues_this_folder(args, output) and holds_a_run(output):
-        raise RunError(f"--resume {args.resume} is not a checkpoint of --output {output} (those are under "
-                       f"{output / 'checkpoints'}): resuming it would replace that folder's run; give a new or empty "
-                       "--output to start a new run from it")
-    return found
-
-
 def resume_config(args: PretrainingArguments, candidates: list[Path], data: PreparedData, fingerprint: str,
                   run: dict) -> tuple[ShopperBertConfig, list[Path]]:
     """The model config of the run being resumed, from its newest readable checkpoint, after checking that the run
@@ -802,87 +531,9 @@ def resume_config(args: PretrainingArguments, candidates: list[Path], data: Prep
     return config, candidates[i:]
 
 
-def load_checkpoint(accelerator: Accelerator, candidates: list[Path], scheduler, explicit: bool) -> tuple[Path, dict]:
-    """Load the newest checkpoint that loads completely on every process: model and optimizer through accelerate
-    (tensors only, weights_only=True), then our JSON scheduler state and safetensors random generators. A damaged
-    one is set aside (renamed `*.damaged`, never deleted) and the previous one tried; a checkpoint named with
-    --resume is not replaced by another. An intact one that cannot continue here (CheckpointRefused) is refused
-    with nothing changed."""
-    for folder in candidates:
-        problem = refused = None
-        try:
-            state = read_train_state(folder)
-            check_resumable_here(folder, accelerator)
-            accelerator.load_state(str(folder), load_kwargs={"weights_only": True})
-            scheduler.load_state_dict(state["scheduler"])
-            accelerator.step = state["accelerator_step"]
-            load_rng_state(folder / RNG_STATE.format(accelerator.process_index))
-        except CheckpointRefused as err:
-            refused = str(err)
-        except Exception as err:  # any damaged or missing file: this checkpoint cannot continue the run exactly
-            problem = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
-        if not all_processes(accelerator, refused is None):
-            raise RunError(f"--resume {folder if explicit else 'latest'}: the checkpoint {folder} "
-                           f"{refused or 'cannot be resumed by another process of this run'}; nothing was changed")
-        if all_processes(accelerator, problem is None):
-            return folder, state
-        damaged_checkpoint(folder, problem or "damaged on another process", explicit, accelerator.is_main_process)
-        accelerator.wait_for_everyone()
-    raise RunError(f"--resume {candidates[0] if explicit else 'latest'}: no checkpoint could be loaded")
-
-
-def check_resumable_here(folder: Path, accelerator) -> None:
-    """Refuse (CheckpointRefused) an intact checkpoint saved by another number of processes (one random-state file
-    per process) or without the CUDA generators this process has (saved on the CPU, resumed on a GPU)."""
-    saved = len(list(folder.glob(RNG_STATE.format("*"))))
-    if saved != accelerator.num_processes:
-        raise CheckpointRefused(f"was saved by {saved} process(es) ({RNG_STATE.format('N')} files) but this run has "
-                                f"{accelerator.num_processes}: resume with the same number of processes")
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    with safe_open(str(folder / RNG_STATE.format(accelerator.process_index)), framework="pt") as f:
-        saved_gpus = sum(key.startswith("cuda_") for key in f.keys())
-    if saved_gpus < gpus:
-        raise CheckpointRefused(f"was saved on {f'{saved_gpus} GPU(s)' if saved_gpus else 'the CPU'} but this process "
-                                f"has {gpus} GPU(s): resume on the same device as the saved run")
-
-
-def damaged_checkpoint(folder: Path, problem, explicit: bool, rename: bool) -> None:
-    """Refuse a damaged checkpoint named with --resume; set one found by `latest` aside, renamed `*.damaged` (out of
-    `checkpoint_dirs` and of the rotation, never deleted), so that the previous one is used."""
-    if explicit:
-        raise RunError(f"--resume {folder}: the checkpoint is damaged or incomplete ({problem})")
-    print(f"warning: checkpoint {folder} is damaged or incomplete ({problem}); falling back to the previous one",
-          file=sys.stderr)
-    if rename and folder.is_dir():
-        aside = folder.with_name(folder.name + ".damaged")
-        os.replace(folder, aside if not aside.exists() else aside.with_name(f"{aside.name}-{time.time():.0f}"))
-
-
 def is_first_rank() -> bool:
     """The main process, known before the Accelerator exists (launchers set RANK)."""
     return os.environ.get("RANK", "0") == "0"
-
-
-def all_processes(accelerator: Accelerator, flag: bool) -> bool:
-    """True when `flag` holds on every process (one all-reduce when there are several)."""
-    if accelerator.num_processes == 1:
-        return flag
-    votes = accelerator.reduce(torch.tensor([float(flag)], device=accelerator.device), reduction="sum")
-    return int(votes.item()) == accelerator.num_processes
-
-
-def check_finite_weights(model, what: str) -> None:
-    """Never write weights that hold NaN or inf."""
-    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
-    if bad:
-        raise RunError(f"{len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]}); not writing {what}", exit_code=1)
-
-
-def use_default_modes(folder: Path) -> None:
-    """Give every file and folder under `folder` the mode the umask gives new files (some writers use 0600)."""
-    for path in [folder, *folder.rglob("*")]:
-        if not path.is_symlink():
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~UMASK)
 
 
 def save_model(accelerator: Accelerator, model, output_dir: Path, data_path: Path, extra: dict) -> None:
