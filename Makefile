@@ -54,8 +54,11 @@ release: data
 	test -f runs/release/final/config.json || $(LAUNCH) train.py --config configs/release.yaml --data $(DATA) \
 	    --output runs/release
 
+# The demo's evaluation: quick mode, one seed, U-MLP on the checkpoint and on an SVD of category counts, P-Trans from
+# scratch and the classical baselines (the full comparison, 10-20 seeds, is in results/release/ and model_card.md).
+DEMO_EVAL = --quick --repeats 1 --models u-mlp,p-trans,baselines --representations svd
 evaluate: data
-	$(PY) -m eval_suite run --model $(CHECKPOINT) --data $(DATA) --tasks all --quick --overwrite --out $(RESULTS)
+	$(PY) -m eval_suite run --model $(CHECKPOINT) --data $(DATA) --tasks all $(DEMO_EVAL) --overwrite --out $(RESULTS)
 
 clean:
 	rm -rf $(VENV) data runs $(RESULTS)
