@@ -199,6 +199,8 @@ def all_processes(accelerator: Accelerator, flag: bool) -> bool:
 
 def check_finite_weights(model, what: str) -> None:
     """Never write weights that hold NaN or inf."""
-    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    from modeling_shopperbert.encoder import non_finite_tensors
+
+    bad = non_finite_tensors(model.named_parameters())
     if bad:
         raise RunError(f"{len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]}); not writing {what}", exit_code=1)
