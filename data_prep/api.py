@@ -9,8 +9,13 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS, NUM_SPECIAL_IDS, SPECIAL_TOKENS
-from modeling_shopperbert.contract import FINGERPRINT_KEY, vocabulary_fingerprint
+from modeling_shopperbert.contract import (
+    CATEGORY_FIELDS,
+    FINGERPRINT_KEY,
+    NUM_SPECIAL_IDS,
+    SPECIAL_TOKENS,
+    vocabulary_fingerprint,
+)
 
 from . import processing as P
 from .build import DATASET_DIR, DESCRIPTIONS_FILE, EMBEDDINGS_FILE, FORMAT_VERSION, METADATA_FILE, VOCAB_FILE

@@ -38,9 +38,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from modeling_shopperbert.configuration_shopperbert import (
+from modeling_shopperbert.contract import (
     CATEGORY_FIELDS,
     DAY_VOCAB_SIZE,
+    FINGERPRINT_KEY,
     HOUR_VOCAB_SIZE,
     MONTH_VOCAB_SIZE,
     NUM_SPECIAL_IDS,
@@ -48,9 +49,8 @@ from modeling_shopperbert.configuration_shopperbert import (
     TEXT_INDEX_FIELD,
     UNK_ID,
     WEEKDAY_VOCAB_SIZE,
+    vocabulary_fingerprint,
 )
-
-from modeling_shopperbert.contract import FINGERPRINT_KEY, vocabulary_fingerprint
 
 from . import processing as P
 from .schema import DataPrepError, parse_date

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from modeling_shopperbert.configuration_shopperbert import (
+from modeling_shopperbert.contract import (
     CATEGORY_FIELDS,
     DATE_FIELDS,
     NUM_SPECIAL_IDS,

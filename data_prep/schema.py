@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS
+from modeling_shopperbert.contract import CATEGORY_FIELDS
 
 
 class DataPrepError(ValueError):

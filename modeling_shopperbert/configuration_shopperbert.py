@@ -7,39 +7,29 @@
 #     http://www.apache.org/licenses/LICENSE-2.0
 """ShopperBERT model configuration.
 
-This file travels inside checkpoints as remote code: it imports only `transformers` (and the standard library).
+This file travels inside checkpoints as remote code: it imports only `transformers`, the standard library and the
+data contract `contract.py` (relatively, so that `save_pretrained` and the Hub loader copy it along).
 """
 
 from transformers import PretrainedConfig
 
-
-# ---------------------------------------------------------------------------------------------------------------
-# The token contract shared by the model, the collator and data_prep.
-#
-# Every one of the nine categorical vocabularies (four category levels, five date fields) reserves the same four
-# leading ids, so that a [MASK] or [CLS] token hides *all* of a purchase (its product and its date) and padding is
-# recognisable from any field.
-# ---------------------------------------------------------------------------------------------------------------
-PAD_ID = 0  # padding
-MASK_ID = 1  # [MASK]: the purchase is hidden from the encoder
-CLS_ID = 2  # [CLS]: the user token prepended to every sequence
-UNK_ID = 3  # an unknown or missing value (category missing in the log, product unseen in pre-training, ...)
-NUM_SPECIAL_IDS = 4
-SPECIAL_TOKENS = ("[PAD]", "[MASK]", "[CLS]", "[UNK]")
-
-CATEGORY_FIELDS = ("category_1", "category_2", "category_3", "category_4")
-DATE_FIELDS = ("year", "month", "day", "weekday", "hour")
-# The nine masked-purchase-prediction heads, in the order of `labels[..., k]` and `outputs.logits[k]`.
-MPP_HEADS = CATEGORY_FIELDS + DATE_FIELDS
-# Dataset column holding, for each purchase, its row in the text-embedding matrix.
-TEXT_INDEX_FIELD = "text_idx"
-
-# Date ids: id = NUM_SPECIAL_IDS + offset, with offset = year - date_base_year, month - 1, day - 1,
-# weekday (Monday = 0) and hour. These sizes include the reserved ids.
-MONTH_VOCAB_SIZE = NUM_SPECIAL_IDS + 12
-DAY_VOCAB_SIZE = NUM_SPECIAL_IDS + 31
-WEEKDAY_VOCAB_SIZE = NUM_SPECIAL_IDS + 7
-HOUR_VOCAB_SIZE = NUM_SPECIAL_IDS + 24
+# The token contract (special ids, field names, date vocabulary sizes), re-exported here for existing imports.
+from .contract import (
+    CATEGORY_FIELDS,
+    CLS_ID,
+    DATE_FIELDS,
+    DAY_VOCAB_SIZE,
+    HOUR_VOCAB_SIZE,
+    MASK_ID,
+    MONTH_VOCAB_SIZE,
+    MPP_HEADS,
+    NUM_SPECIAL_IDS,
+    PAD_ID,
+    SPECIAL_TOKENS,
+    TEXT_INDEX_FIELD,
+    UNK_ID,
+    WEEKDAY_VOCAB_SIZE,
+)
 
 # The paper's category vocabularies (section 4.1.1), without our reserved ids.
 PAPER_CATEGORY_VOCAB_SIZES = (12, 234, 2092, 3379)
@@ -309,4 +299,20 @@ class ShopperBertConfig(PretrainedConfig):
 
 ShopperBertConfig.register_for_auto_class()
 
-__all__ = ["ShopperBertConfig"]
+__all__ = [
+    "CATEGORY_FIELDS",
+    "CLS_ID",
+    "DATE_FIELDS",
+    "DAY_VOCAB_SIZE",
+    "HOUR_VOCAB_SIZE",
+    "MASK_ID",
+    "MONTH_VOCAB_SIZE",
+    "MPP_HEADS",
+    "NUM_SPECIAL_IDS",
+    "PAD_ID",
+    "SPECIAL_TOKENS",
+    "TEXT_INDEX_FIELD",
+    "UNK_ID",
+    "WEEKDAY_VOCAB_SIZE",
+    "ShopperBertConfig",
+]

@@ -12,6 +12,7 @@ The folder written to `--out` is complete on its own:
     model.safetensors              the weights (checked tensor by tensor against the checkpoint)
     configuration_shopperbert.py   remote code for `trust_remote_code=True` (transformers only, no package needed)
     modeling_shopperbert.py
+    contract.py                    the data contract the configuration imports (special ids, field names)
     metadata.json, vocab.json      the pre-training corpus' vocabularies, date base and text-embedding model: what
                                    encoding new users needs
     training_info.json             the checkpoint's step, validation MPP metrics and training arguments
@@ -45,8 +46,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The remote-code files, next to this module: the same ones `save_pretrained` copies.
-REMOTE_CODE_FILES = ("configuration_shopperbert.py", "modeling_shopperbert.py")
+# The remote-code files, next to this module: the same ones `save_pretrained` copies (it follows the relative imports:
+# the configuration imports the data contract `contract.py`).
+REMOTE_CODE_FILES = ("configuration_shopperbert.py", "modeling_shopperbert.py", "contract.py")
 # What encoding new users needs besides the weights (train.py copies them from the data_prep folder).
 DATA_FILES = ("metadata.json", "vocab.json")
 # Metadata keys a user needs to turn purchase logs into model inputs.
@@ -57,9 +59,10 @@ DOWNSTREAM_RESULTS_FILE = "downstream_results.json"
 TRIVIAL_REPRESENTATIONS = ("SVD", "SBERT-mean", "Random")
 CARD_FILE = "README.md"
 # Every file a published folder must hold (the optional ones are listed in the module docstring).
-REQUIRED_FILES = ("config.json", "model.safetensors", *REMOTE_CODE_FILES, *DATA_FILES, CARD_FILE)
+# (`contract.py` is required where a remote-code file imports it: folders published before it existed work without.)
+REQUIRED_FILES = ("config.json", "model.safetensors", *REMOTE_CODE_FILES[:2], *DATA_FILES, CARD_FILE)
 # Files a published folder may hold; anything else makes `--overwrite` refuse to replace the folder.
-KNOWN_FILES = set(REQUIRED_FILES) | {"training_info.json", "run_config.json", DOWNSTREAM_RESULTS_FILE,
+KNOWN_FILES = set(REQUIRED_FILES) | set(REMOTE_CODE_FILES) | {"training_info.json", "run_config.json", DOWNSTREAM_RESULTS_FILE,
                                      "loss_curve.png", "model.safetensors.index.json", "generation_config.json"}
 
 TAGS = ["shopperbert", "user-representation", "user-embedding", "recommendation", "e-commerce", "purchase-history",
@@ -496,6 +499,7 @@ def render_model_card(sources: Sources, config: dict, num_parameters: dict, file
         "model.safetensors": "weights (encoder and MPP heads)",
         "configuration_shopperbert.py": "remote code: the configuration class",
         "modeling_shopperbert.py": "remote code: the model classes",
+        "contract.py": "remote code: the data contract (special ids, field names) the configuration imports",
         "metadata.json": "pre-training corpus: vocabulary sizes, date base, text model, splits",
         "vocab.json": "category vocabularies (id order)",
         "training_info.json": "this checkpoint's step, validation MPP metrics and arguments",
@@ -580,12 +584,26 @@ def check_published_folder(folder: Path) -> list[str]:
             module = target.split(".")[0]
             if not (folder / f"{module}.py").is_file():
                 problems.append(f"auto_map names {target} but {module}.py is missing")
+    problems += _missing_relative_imports(folder)
     if (folder / "metadata.json").is_file():
         missing = [k for k in REQUIRED_METADATA if k not in read_json(folder / "metadata.json")]
         if missing:
             problems.append(f"metadata.json lacks {missing}")
     if (folder / CARD_FILE).is_file():
         problems += [f"README.md: {p}" for p in check_card((folder / CARD_FILE).read_text())]
+    return problems
+
+
+def _missing_relative_imports(folder: Path) -> list[str]:
+    """The remote-code files' relative imports (`from .contract import ...`) that the folder lacks: transformers'
+    loader copies exactly these next to the file it loads."""
+    from transformers.dynamic_module_utils import get_relative_imports
+
+    problems = []
+    for path in sorted(folder.glob("*.py")):
+        for module in sorted(get_relative_imports(path)):
+            if not (folder / f"{module}.py").is_file():
+                problems.append(f"{path.name} imports .{module} but {module}.py is missing")
     return problems
 
 

@@ -110,8 +110,10 @@ def published(run, results_dir):
 def test_folder_is_complete(published, run):
     names = {p.name for p in published.iterdir()}
     assert {"config.json", "model.safetensors", "configuration_shopperbert.py", "modeling_shopperbert.py",
-            "metadata.json", "vocab.json", "README.md", "training_info.json", "run_config.json",
+            "contract.py", "metadata.json", "vocab.json", "README.md", "training_info.json", "run_config.json",
             "downstream_results.json", "loss_curve.png"} == names
+    for name in ("configuration_shopperbert.py", "modeling_shopperbert.py", "contract.py"):  # the package's own code
+        assert (published / name).read_bytes() == (ROOT / "modeling_shopperbert" / name).read_bytes(), name
     config = json.loads((published / "config.json").read_text())
     assert config["auto_map"] == AUTO_MAP
     assert set(AUTO_MAP) == {"AutoConfig", "AutoModel", "AutoModelForPreTraining", "AutoModelForSequenceClassification"}
@@ -120,6 +122,15 @@ def test_folder_is_complete(published, run):
     assert {"text_model", "text_embedding_size", "date_base_year", "category_vocab_sizes"} <= set(metadata)
     assert (published / "vocab.json").read_text() == (run["data"] / "vocab.json").read_text()
     assert check_published_folder(published) == []
+
+
+def test_folder_without_the_contract_is_incomplete(published, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(published, folder)
+    (folder / "contract.py").unlink()
+    assert check_published_folder(folder) == ["configuration_shopperbert.py imports .contract but contract.py is missing"]
     assert not [p for p in published.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 

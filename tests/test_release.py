@@ -60,9 +60,21 @@ def test_release_folder_is_complete_and_small():
     assert metadata["end_date"].startswith("2017-10-02"), "pre-trained on purchases before the evaluation cutoff"
 
 
+def test_release_code_is_the_package_code():
+    """The release's remote code is a verbatim copy of the package's (copy the files again after changing them)."""
+    shipped = sorted(p.name for p in RELEASE.glob("*.py"))
+    assert shipped == ["configuration_shopperbert.py", "contract.py", "modeling_shopperbert.py"]
+    for name in shipped:
+        assert (RELEASE / name).read_bytes() == (ROOT / "modeling_shopperbert" / name).read_bytes(), (
+            f"shopperbert/{name} differs from modeling_shopperbert/{name}: copy it again")
+
+
 def test_release_loads_with_transformers_alone_and_matches_our_package(tmp_path):
-    import modeling_shopperbert  # noqa: F401
     from transformers import AutoModel
+
+    from modeling_shopperbert import register_auto_classes
+
+    register_auto_classes()
 
     model = AutoModel.from_pretrained(RELEASE).eval()
     inputs = example_inputs(model.config)
