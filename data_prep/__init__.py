@@ -10,8 +10,9 @@ Python API:
     config = ShopperBertConfig.from_data_metadata(metadata, hidden_size=128, ...)
     rows, embeddings2 = encode_logs(new_log_df, vocab, metadata, embeddings, load_descriptions("data/cj"))
 
-Names are imported lazily (the contract constants come from `modeling_shopperbert`, whose import is slow), so
-`python -m data_prep --help` answers at once.
+From the model package, data_prep imports only the data contract (`modeling_shopperbert.contract`, standard
+library only: no torch, no transformers). Names are imported lazily (pandas, pyarrow and datasets are slow to import),
+so `python -m data_prep --help` answers at once.
 """
 
 import importlib

@@ -244,7 +244,7 @@ def main(argv=None) -> int:
     import signal
 
     args = build_parser().parse_args(argv)
-    from .schema import DataPrepError  # imports the model's constants (and transformers): after parsing
+    from .schema import DataPrepError  # imports pandas and numpy: after parsing
 
     handler = {"build": _cmd_build, "synthesize": _cmd_synthesize, "info": _cmd_info}[args.command]
     previous = _sigterm_as_interrupt()

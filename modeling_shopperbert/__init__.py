@@ -1,88 +1,84 @@
 """ShopperBERT: universal user representations pre-trained on purchase logs (Shin et al., 2021).
 
-Importing this package registers the model and its downstream heads (the U-MLP classifier, the two-tower
-recommender) with transformers' Auto classes, so that `AutoModel*.from_pretrained(path)` works without
-`trust_remote_code`.
+Importing the package is light: it loads neither torch nor transformers, so that the data contract
+(`modeling_shopperbert.contract`: special ids, field names) and the command lines answer at once. The model names are
+imported on first use (PEP 562): `from modeling_shopperbert import ShopperBertModel` (or any model, config, head or
+`UserEncoder` name) imports the model code and registers the model and its downstream heads (the U-MLP classifier,
+the two-tower recommender) with transformers' Auto classes, so that `AutoModel*.from_pretrained(path)` works without
+`trust_remote_code`. Code that uses the Auto classes without touching one of these names calls
+`register_auto_classes()` (idempotent).
 """
 
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForPreTraining,
-    AutoModelForSequenceClassification,
-)
-
-from .configuration_shopperbert import (
-    CATEGORY_FIELDS,
-    CLS_ID,
-    DATE_FIELDS,
-    MASK_ID,
-    MPP_HEADS,
-    NUM_SPECIAL_IDS,
-    PAD_ID,
-    SPECIAL_TOKENS,
-    TEXT_INDEX_FIELD,
-    UNK_ID,
-    ShopperBertConfig,
-)
-from .configuration_shopperbert_heads import ShopperBertTwoTowerConfig, ShopperBertUserMLPConfig
-from .modeling_shopperbert import (
-    ShopperBertForMaskedPurchasePrediction,
-    ShopperBertForPreTrainingOutput,
-    ShopperBertForSequenceClassification,
-    ShopperBertForSequenceClassificationOutput,
-    ShopperBertModel,
-    ShopperBertModelOutput,
-    ShopperBertPreTrainedModel,
-)
-from .modeling_shopperbert_heads import (
-    ShopperBertMLP,
-    ShopperBertTwoTowerModel,
-    ShopperBertTwoTowerOutput,
-    ShopperBertUserMLPForClassification,
-    ShopperBertUserMLPOutput,
-)
-from .encoder import UserEncoder, read_user_embeddings, write_user_embeddings
-
-AutoConfig.register(ShopperBertConfig.model_type, ShopperBertConfig, exist_ok=True)
-AutoModel.register(ShopperBertConfig, ShopperBertModel, exist_ok=True)
-AutoModelForPreTraining.register(ShopperBertConfig, ShopperBertForMaskedPurchasePrediction, exist_ok=True)
-AutoModelForSequenceClassification.register(ShopperBertConfig, ShopperBertForSequenceClassification, exist_ok=True)
-AutoConfig.register(ShopperBertUserMLPConfig.model_type, ShopperBertUserMLPConfig, exist_ok=True)
-AutoModelForSequenceClassification.register(ShopperBertUserMLPConfig, ShopperBertUserMLPForClassification,
-                                            exist_ok=True)
-AutoConfig.register(ShopperBertTwoTowerConfig.model_type, ShopperBertTwoTowerConfig, exist_ok=True)
-AutoModel.register(ShopperBertTwoTowerConfig, ShopperBertTwoTowerModel, exist_ok=True)
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CATEGORY_FIELDS",
-    "CLS_ID",
-    "DATE_FIELDS",
-    "MASK_ID",
-    "MPP_HEADS",
-    "NUM_SPECIAL_IDS",
-    "PAD_ID",
-    "SPECIAL_TOKENS",
-    "TEXT_INDEX_FIELD",
-    "UNK_ID",
-    "UserEncoder",
-    "read_user_embeddings",
-    "write_user_embeddings",
-    "ShopperBertConfig",
-    "ShopperBertForMaskedPurchasePrediction",
-    "ShopperBertForPreTrainingOutput",
-    "ShopperBertForSequenceClassification",
-    "ShopperBertForSequenceClassificationOutput",
-    "ShopperBertModel",
-    "ShopperBertModelOutput",
-    "ShopperBertPreTrainedModel",
-    "ShopperBertMLP",
-    "ShopperBertTwoTowerConfig",
-    "ShopperBertTwoTowerModel",
-    "ShopperBertTwoTowerOutput",
-    "ShopperBertUserMLPConfig",
-    "ShopperBertUserMLPForClassification",
-    "ShopperBertUserMLPOutput",
-]
+# name -> submodule. The contract's names are stdlib-only; the others import torch and transformers.
+_CONTRACT_NAMES = ("CATEGORY_FIELDS", "CLS_ID", "DATE_FIELDS", "MASK_ID", "MPP_HEADS", "NUM_SPECIAL_IDS", "PAD_ID",
+                   "SPECIAL_TOKENS", "TEXT_INDEX_FIELD", "UNK_ID")
+_EXPORTS = {
+    "contract": _CONTRACT_NAMES,
+    "configuration_shopperbert": ("ShopperBertConfig",),
+    "configuration_shopperbert_heads": ("ShopperBertTwoTowerConfig", "ShopperBertUserMLPConfig"),
+    "modeling_shopperbert": ("ShopperBertForMaskedPurchasePrediction", "ShopperBertForPreTrainingOutput",
+                             "ShopperBertForSequenceClassification", "ShopperBertForSequenceClassificationOutput",
+                             "ShopperBertModel", "ShopperBertModelOutput", "ShopperBertPreTrainedModel"),
+    "modeling_shopperbert_heads": ("ShopperBertMLP", "ShopperBertTwoTowerModel", "ShopperBertTwoTowerOutput",
+                                   "ShopperBertUserMLPForClassification", "ShopperBertUserMLPOutput"),
+    "encoder": ("UserEncoder", "read_user_embeddings", "write_user_embeddings"),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+_registered = False
+
+
+def register_auto_classes() -> None:
+    """Register ShopperBERT and its downstream heads with transformers' Auto classes (imports torch and
+    transformers; calling it again does nothing).
+
+    After it, `AutoConfig`, `AutoModel`, `AutoModelForPreTraining` and `AutoModelForSequenceClassification` load a
+    saved ShopperBERT folder without `trust_remote_code`.
+    """
+    global _registered
+    if _registered:
+        return
+    from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification
+
+    from .configuration_shopperbert import ShopperBertConfig
+    from .configuration_shopperbert_heads import ShopperBertTwoTowerConfig, ShopperBertUserMLPConfig
+    from .modeling_shopperbert import (
+        ShopperBertForMaskedPurchasePrediction,
+        ShopperBertForSequenceClassification,
+        ShopperBertModel,
+    )
+    from .modeling_shopperbert_heads import ShopperBertTwoTowerModel, ShopperBertUserMLPForClassification
+
+    AutoConfig.register(ShopperBertConfig.model_type, ShopperBertConfig, exist_ok=True)
+    AutoModel.register(ShopperBertConfig, ShopperBertModel, exist_ok=True)
+    AutoModelForPreTraining.register(ShopperBertConfig, ShopperBertForMaskedPurchasePrediction, exist_ok=True)
+    AutoModelForSequenceClassification.register(ShopperBertConfig, ShopperBertForSequenceClassification,
+                                                exist_ok=True)
+    AutoConfig.register(ShopperBertUserMLPConfig.model_type, ShopperBertUserMLPConfig, exist_ok=True)
+    AutoModelForSequenceClassification.register(ShopperBertUserMLPConfig, ShopperBertUserMLPForClassification,
+                                                exist_ok=True)
+    AutoConfig.register(ShopperBertTwoTowerConfig.model_type, ShopperBertTwoTowerConfig, exist_ok=True)
+    AutoModel.register(ShopperBertTwoTowerConfig, ShopperBertTwoTowerModel, exist_ok=True)
+    _registered = True
+
+
+def __getattr__(name):
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'modeling_shopperbert' has no attribute {name!r}")
+    if module != "contract":
+        register_auto_classes()
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = ["register_auto_classes", *sorted(_WHERE)]

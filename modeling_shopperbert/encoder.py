@@ -124,7 +124,11 @@ class UserEncoder:
                         device: str | None = None, **kwargs) -> "UserEncoder":
         """Load a saved model folder or Hub repo id (with its `vocab.json` / `metadata.json`) and, optionally, a
         data_prep folder whose text-embedding matrix and descriptions encode its users without re-embedding."""
-        from transformers import AutoModel  # our package's import registered the Auto classes
+        from transformers import AutoModel
+
+        from . import register_auto_classes
+
+        register_auto_classes()  # AutoModel then loads our saved heads and models without trust_remote_code
 
         path = Path(path)
         if not path.is_dir():  # a Hub repo id: fetch the whole folder (weights, config, vocab, metadata)

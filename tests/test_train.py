@@ -53,8 +53,11 @@ def test_tiny_preset_trains_and_loss_falls(tiny_data, tmp_path):
     results = json.loads((out / "eval_results.json").read_text())
     assert results["step"] == 40 and "eval/prior_accuracy_hour" in results
 
-    import modeling_shopperbert  # noqa: F401  (registers the Auto classes)
     from transformers import AutoModel
+
+    from modeling_shopperbert import register_auto_classes
+
+    register_auto_classes()
 
     model = AutoModel.from_pretrained(out / "final")
     assert model.config.user_representation == "mean" and model.config.hidden_size == 32
