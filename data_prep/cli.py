@@ -6,6 +6,7 @@
     python -m data_prep build --source synthetic --users 100000 --out data/synth
     python -m data_prep synthesize --users 1000000 --out data/synth-logs
     python -m data_prep info data/cj
+    shopperbert-prep info data/cj          # the console script: the same command line
 
 Errors in the input or the options print as `error: ...` without a traceback, with exit status 2; other failures
 (a bug, a full disk) print `error: ...` with exit status 1. `--debug` shows the traceback.
@@ -52,7 +53,8 @@ def _add_processing_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m data_prep",
+    script = Path(sys.argv[0]).name
+    parser = argparse.ArgumentParser(prog=script if script == "shopperbert-prep" else "python -m data_prep",
                                      description="Purchase logs -> ShopperBERT pre-training corpus.")
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)

@@ -10,6 +10,9 @@
     python -m eval_suite describe                                                      # task counts (TASKS.md)
     python -m eval_suite recipe --run NAME=RUN ... --probe results/probe --out results/recipe   # recipe ablation
     python -m eval_suite release-record --results results/release/cls --label ShopperBERT     # checksums
+
+The console script `shopperbert-eval` is the same command (`shopperbert-eval run --model ...`). `--help` answers
+before anything heavy is imported; each command other than `run` has its own options (`COMMAND --help`).
 """
 
 from __future__ import annotations
@@ -18,19 +21,41 @@ import argparse
 import sys
 from pathlib import Path
 
+# The commands other than `run`: their module (which parses its own options) and a line for `--help`.
+COMMANDS = {
+    "probe": ("probe", "linear probes of frozen user representations on the classification tasks"),
+    "costs": ("costs", "the paper's Table 3: computational costs of the downstream models on this machine"),
+    "visualize": ("visualize", "the paper's Figure 2: UMAP of the user representations by demographics"),
+    "ablation": ("ablation", "the paper's Figure 3: time length of the pre-training data"),
+    "describe": ("describe_tasks", "build the downstream tasks and print what they hold (TASKS.md)"),
+    "model-card": ("model_card", "regenerate the model card's sections from result files"),
+    "recipe": ("recipe", "the pre-training recipe ablation, one row per train.py run"),
+    "release-record": ("release", "tie the shipped checkpoint to the evaluation behind the card (checksums)"),
+}
+SUBMODULES = {name: module for name, (module, _) in COMMANDS.items()}
+
+
+def task_names() -> tuple[str, ...]:
+    from .tasks import TASK_NAMES  # pandas: imported only when the names are needed
+
+    return TASK_NAMES
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m eval_suite", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True,
-                                help="run; also probe, costs, visualize, ablation, describe, model-card, recipe, "
-                                     "release-record (each has --help)")
+    script = Path(sys.argv[0]).name
+    parser = argparse.ArgumentParser(prog=script if script == "shopperbert-eval" else "python -m eval_suite",
+                                     description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below (each has --help)")
     run = sub.add_parser("run", help="downstream experiments: Tables 4-6 of the paper")
+    for name, (_, text) in COMMANDS.items():  # listed for --help; main() hands their arguments to their module
+        sub.add_parser(name, help=text, add_help=False)
     run.add_argument("--model", action="append", required=True, metavar="[NAME=]PATH",
                      help="a pre-trained ShopperBERT folder; repeat for several (named MP, MP+A, CLS, CLS+A from "
                           "their config unless NAME= is given). The first is the primary one.")
     run.add_argument("--data", default="data/cj", help="the pre-training corpus (data_prep folder) of the models")
-    run.add_argument("--tasks", default="all", help=f"comma-separated tasks or `all` ({', '.join(TASKS)})")
+    run.add_argument("--tasks", default="all", help="comma-separated tasks or `all` (those of eval_suite/TASKS.md: kids, "
+                                                      "coupon_targeting, ...; a wrong name lists them all)")
     run.add_argument("--repeats", type=int, default=None, help="seeds per task (default 10; 2 with --quick)")
     run.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
     run.add_argument("--out", default="results", help="output folder (results.json, tables, negatives); an existing "
@@ -65,14 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-from .tasks import TASK_NAMES as TASKS  # noqa: E402
-
-
-SUBMODULES = {"probe": "probe", "costs": "costs", "visualize": "visualize", "ablation": "ablation",
-              "describe": "describe_tasks", "model-card": "model_card", "recipe": "recipe",
-              "release-record": "release"}
-
-
 def command_line(argv: list[str]) -> str:
     """The command as typed (shell-quoted), recorded in results.json so that every table names its command."""
     import shlex
@@ -86,7 +103,15 @@ def main(argv=None) -> int:
         import importlib
 
         module = importlib.import_module(f".{SUBMODULES[argv[0]]}", __package__)
-        return module.main(argv[1:]) or 0
+        try:
+            return module.main(argv[1:]) or 0
+        except SystemExit as exc:
+            if not isinstance(exc.code, str):
+                raise
+            # The modules stop on bad input with `SystemExit("error: ...")` (exit 1 by default): exit 2, like
+            # argparse and every other command here.
+            print(exc.code, file=sys.stderr)
+            return 2
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run_command(args, argv)
@@ -143,11 +168,12 @@ def run_command(args, argv) -> int:
     """`run`: every option checked before any work (exit 2), then the run (exit 1 on a runtime fault)."""
     from .run import prepare_run, protocol_description, read_models, run
 
-    tasks = list(TASKS) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
+    known = task_names()
+    tasks = list(known) if args.tasks == "all" else [t.strip() for t in args.tasks.split(",") if t.strip()]
     try:
-        unknown = [t for t in tasks if t not in TASKS]
+        unknown = [t for t in tasks if t not in known]
         if unknown or not tasks:
-            raise ValueError(f"error: unknown tasks {unknown or args.tasks!r}; choose from {list(TASKS)}")
+            raise ValueError(f"error: unknown tasks {unknown or args.tasks!r}; choose from {list(known)}")
         options = run_options(args)
         checkpoints = read_models(args.model)
         prepare_run(checkpoints, Path(args.data), tasks, Path(args.out), options, resume=args.resume,

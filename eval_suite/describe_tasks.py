@@ -49,12 +49,16 @@ def describe(task: T.Task, seed: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m eval_suite describe", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", default=",".join(T.TASK_NAMES))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the summaries to this JSON file")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]
+    unknown = [n for n in names if n not in T.TASK_NAMES]
+    if unknown or not names:
+        ap.error(f"--tasks {args.tasks!r}: unknown tasks {unknown}; choose from {', '.join(T.TASK_NAMES)}")
 
     print(f"cutoff {T.CUTOFF} | label window [{T.CUTOFF}, {T.WINDOW_END}) | featured mailer codes "
           f"{T.FEATURED_MAILER_CODES}")

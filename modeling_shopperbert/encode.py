@@ -2,6 +2,7 @@
 
     python -m modeling_shopperbert.encode --model shopperbert-completejourney-small --data data/cj --out users.parquet
     python -m modeling_shopperbert.encode --model runs/cj-small/final --logs new_logs.parquet --out users.parquet
+    shopperbert-encode --model runs/cj-small/final --logs new_logs.parquet --out users.parquet   # console script
 
 `--data` encodes the users of a data_prep folder (`--split train|validation|all`); `--logs` encodes raw purchase logs
 in the canonical schema (user_id, timestamp, category_1..4, description, ...; a parquet, CSV or TSV file; ids are read
@@ -30,7 +31,9 @@ class UsageError(ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m modeling_shopperbert.encode", description=__doc__,
+    script = Path(sys.argv[0]).name
+    parser = argparse.ArgumentParser(prog=script if script == "shopperbert-encode" else
+                                     "python -m modeling_shopperbert.encode", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a saved ShopperBERT folder (train.py's final/ or best/)")
     parser.add_argument("--data", default=None, help="a data_prep output folder whose users to encode")

@@ -1,11 +1,12 @@
 """Publish a pre-trained ShopperBERT as a Hub-ready folder (model card included) and, optionally, push it.
 
-    python -m modeling_shopperbert.publish --checkpoint runs/cj-small --out hub/shopperbert-completejourney-small
-    python -m modeling_shopperbert.publish --checkpoint runs/cj-small --which best --results results/demo \\
+    python -m modeling_shopperbert.publish --model runs/cj-small --out hub/shopperbert-completejourney-small
+    python -m modeling_shopperbert.publish --model runs/cj-small --which best --results results/demo \\
         --out hub/shopperbert-completejourney-small --repo-id org/shopperbert-completejourney-small --push --private
     python -m modeling_shopperbert.publish --out hub/shopperbert-completejourney-small --repo-id org/name --push
 
-`--checkpoint` is a train.py run folder (its `final/`, or `best/` with `--which best`) or a saved model folder.
+`--model` is a train.py run folder (its `final/`, or `best/` with `--which best`) or a saved model folder (the
+older spelling `--checkpoint` still works). The console script `shopperbert-publish` is the same command.
 The folder written to `--out` is complete on its own:
 
     config.json                    the model config; `auto_map` names every Auto class ShopperBERT registers
@@ -30,7 +31,7 @@ known), and weights holding NaN or inf (exit 1). Errors print `error: ...` (a tr
 `--push` uploads the folder with `huggingface_hub` (`create_repo` + `upload_folder`) to `--repo-id`, on the Hub
 that `HF_ENDPOINT` names (default https://huggingface.co), with the token in `HF_TOKEN` (or `hf auth login`). It
 checks, before loading the weights or sending any file, that HF_HUB_OFFLINE is not set, that a token exists and that
-the Hub accepts it. Without `--checkpoint`, an existing published `--out` folder is checked and pushed.
+the Hub accepts it. Without `--model`, an existing published `--out` folder is checked and pushed.
 """
 
 from __future__ import annotations
@@ -129,16 +130,16 @@ def resolve_checkpoint(path: str | os.PathLike, which: str = "final") -> tuple[P
     """`(model folder, run folder or None)` for a run folder (its `which/` model) or a saved model folder."""
     path = Path(path)
     if not path.is_dir():
-        raise PublishError(f"--checkpoint {path}: no such folder")
+        raise PublishError(f"--model {path}: no such folder")
     if (path / "config.json").is_file():
         run_dir = path.parent if (path.parent / "run_config.json").is_file() else None
         return path, run_dir
     if (path / which / "config.json").is_file():
         return path / which, path
     if (path / "run_config.json").is_file():
-        raise PublishError(f"--checkpoint {path} is a train.py run folder without a `{which}/` model "
+        raise PublishError(f"--model {path} is a train.py run folder without a `{which}/` model "
                            f"(it holds {sorted(p.name for p in path.iterdir())}); did the run finish?")
-    raise PublishError(f"--checkpoint {path} is neither a saved model folder (no config.json) nor a train.py run "
+    raise PublishError(f"--model {path} is neither a saved model folder (no config.json) nor a train.py run "
                        f"folder (no {which}/config.json)")
 
 
@@ -799,10 +800,13 @@ def push_folder(folder: Path, target: HubTarget, private: bool = False, commit_m
 # Command line
 # ---------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m modeling_shopperbert.publish", description=__doc__,
+    script = Path(sys.argv[0]).name
+    parser = argparse.ArgumentParser(prog=script if script == "shopperbert-publish" else
+                                     "python -m modeling_shopperbert.publish", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", default=None,
+    parser.add_argument("--model", default=None,
                         help="a train.py run folder or a saved model folder; omit it to push an existing --out")
+    parser.add_argument("--checkpoint", dest="model", default=argparse.SUPPRESS, help=argparse.SUPPRESS)  # old name
     parser.add_argument("--which", choices=["final", "best"], default="final",
                         help="with a run folder: publish final/ (default) or best/ (lowest validation MPP loss)")
     parser.add_argument("--out", required=True, help="the Hub-ready folder to write (e.g. hub/<model name>)")
@@ -833,17 +837,17 @@ def main(argv=None) -> int:
         check_repo_id(args.repo_id)
         # 1. The local inputs: JSON files only, no weights loaded, no request sent.
         sources = None
-        if args.checkpoint is None:
+        if args.model is None:
             if not args.push:
-                raise PublishError("give --checkpoint (what to publish), or --push to upload an existing --out")
+                raise PublishError("give --model (what to publish), or --push to upload an existing --out")
             if not out.is_dir():
-                raise PublishError(f"--out {out}: no such folder to push (publish it first with --checkpoint)")
+                raise PublishError(f"--out {out}: no such folder to push (publish it first with --model)")
             problems = check_published_folder(out)
             if problems:
                 raise PublishError(f"{out} is not a complete published folder:\n  " + "\n  ".join(problems))
             check_finite_weights(out)
         else:
-            sources = gather_sources(args.checkpoint, args.which, args.data, args.results, args.results_model)
+            sources = gather_sources(args.model, args.which, args.data, args.results, args.results_model)
             check_output(out, args.overwrite, sources.inputs())
         # 2. The Hub: HF_HUB_OFFLINE, a token, one whoami request.
         target = preflight_push(args.repo_id) if args.push else None

@@ -153,7 +153,7 @@ def test_every_lazy_name_resolves_to_a_module_that_defines_it():
 
 def test_importing_the_packages_and_the_contract_loads_neither_torch_nor_transformers():
     code = ("import sys, data_prep, modeling_shopperbert, modeling_shopperbert.contract, data_prep.cli, "
-            "modeling_shopperbert.publish, modeling_shopperbert.encode\n"
+            "modeling_shopperbert.publish, modeling_shopperbert.encode, eval_suite.__main__\n"
             "heavy = sorted({'torch', 'transformers', 'datasets', 'pandas'} & set(sys.modules))\n"
             "print(heavy)\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
