@@ -662,7 +662,7 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
         index = resolve_masked_index(positions, masked_index)  # (N,) flat, row-major
         if self.config.user_representation == "cls":
             cls_logits = self.mpp(outputs.last_hidden_state[:, 0])  # 9 x (B, V_k)
-            row_of_masked = torch.div(index, positions.shape[1], rounding_mode="floor")  # (N,) batch row of each
+            row_of_masked = torch.div(index, positions.shape[1], rounding_mode="floor")  # (N,) row of each masked
             logits = tuple(head_logits[row_of_masked] for head_logits in cls_logits)  # 9 x (N, V_k)
         else:
             masked_hidden = outputs.last_hidden_state.flatten(0, 1).index_select(0, index)  # (N, H)
