@@ -4,7 +4,10 @@
     python benchmarks/bench_train.py --presets small --steps 5 --json out.json
 
 For each preset, one training step (forward + backward + AdamW step) on the same batch shape:
-- ShopperBERT MPP (nine heads, evaluated at the masked positions only), fp32 and bf16 autocast;
+- ShopperBERT MPP (nine heads, evaluated at the masked positions only), fp32 and bf16 autocast, on one
+  pre-collated batch;
+- the same end to end ("loader+step"): a `DataLoader` collating fresh users with the training collator
+  (augmentation on, `--num-workers` workers, pinned memory and `non_blocking` copies on CUDA) feeds each step;
 - stock BertForMaskedLM with the identical encoder (hidden, layers, heads, 4H feed-forward, sequence length,
   batch), its MLM head over the sum of the nine heads' vocabularies (so both predict the same number of classes),
   labels at the same 15% of positions (BERT still scores every position);
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -94,8 +98,25 @@ def time_steps(step, steps: int, warmup: int, device: torch.device) -> float:
     return statistics.median(times)
 
 
-def bench_preset(name: str, vocab: dict, batch_size: int, steps: int, warmup: int, device: torch.device
-                 ) -> list[dict]:
+def time_loader_steps(step, loader, steps: int, warmup: int, device: torch.device) -> float:
+    """Mean seconds per step when each step first takes its batch from `loader` (collation included)."""
+    batches = iter(loader)
+
+    def loader_step():
+        step({k: v.to(device, non_blocking=True) for k, v in next(batches).items()})
+
+    for _ in range(warmup):
+        loader_step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        loader_step()
+    sync(device)
+    return (time.perf_counter() - start) / steps
+
+
+def bench_preset(name: str, vocab: dict, batch_size: int, steps: int, warmup: int, device: torch.device,
+                 num_workers: int = 0) -> list[dict]:
     preset = dict(PRESETS[name])
     length = preset.pop("max_length")
     config = ShopperBertConfig(**vocab, **preset, max_position_embeddings=length + 1)
@@ -105,6 +126,10 @@ def bench_preset(name: str, vocab: dict, batch_size: int, steps: int, warmup: in
     text = torch.randn(num_texts, config.text_embedding_size)
     collator = DataCollatorForMaskedPurchasePrediction.from_config(config, text, augmentation=False)
     batch = {k: v.to(device) for k, v in collator(fake_features(config, batch_size, length, num_texts)).items()}
+    loader = torch.utils.data.DataLoader(
+        fake_features(config, batch_size * (steps + warmup), length, num_texts, seed=1), batch_size=batch_size,
+        collate_fn=DataCollatorForMaskedPurchasePrediction.from_config(config, text), num_workers=num_workers,
+        pin_memory=device.type == "cuda")
     masked = int(batch["masked_positions"].sum())
     tokens = batch_size * length  # purchase tokens per step
 
@@ -118,18 +143,22 @@ def bench_preset(name: str, vocab: dict, batch_size: int, steps: int, warmup: in
         model = ShopperBertForMaskedPurchasePrediction(config).to(device).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-        def step():
+        def step(inputs=batch):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = model(**batch).loss
+                loss = model(**inputs).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
         seconds = time_steps(step, steps, warmup, device)
-        rows.append({"preset": name, "model": "ShopperBERT MPP", "precision": precision, "batch": batch_size,
-                     "seq_len": seq, "hidden": h, "layers": layers, "seconds_per_step": seconds,
-                     "tokens_per_s": tokens / seconds, "gflops": 3 * ours_fwd / seconds / 1e9,
-                     "parameters": sum(p.numel() for p in model.parameters())})
+        row = {"preset": name, "model": "ShopperBERT MPP", "precision": precision, "batch": batch_size,
+               "seq_len": seq, "hidden": h, "layers": layers, "seconds_per_step": seconds,
+               "tokens_per_s": tokens / seconds, "gflops": 3 * ours_fwd / seconds / 1e9,
+               "parameters": sum(p.numel() for p in model.parameters())}
+        end_to_end = time_loader_steps(step, loader, steps, warmup, device)
+        rows += [row, {**row, "model": "ShopperBERT MPP (loader+step)", "num_workers": num_workers,
+                       "seconds_per_step": end_to_end, "tokens_per_s": tokens / end_to_end,
+                       "gflops": 3 * ours_fwd / end_to_end / 1e9, "end_to_end_vs_precollated": seconds / end_to_end}]
 
     # stock BertForMaskedLM with the identical encoder
     from transformers import BertConfig, BertForMaskedLM
@@ -205,18 +234,24 @@ def main(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--encode-users", type=int, default=512, help="users for the encode_users measurement")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="DataLoader workers of the loader+step rows (default: 0 on CPU, where workers take "
+                             "the cores the step uses; on CUDA min(4, cores - 1))")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device)
+    num_workers = args.num_workers
+    if num_workers is None:
+        num_workers = min(4, (os.cpu_count() or 1) - 1) if device.type == "cuda" else 0
     vocab = vocab_from_data(Path(args.data))
     peak = {"fp32": matmul_gflops(torch.float32, device), "bf16": matmul_gflops(torch.bfloat16, device)}
     rows = []
     for name in args.presets.split(","):
-        rows += bench_preset(name.strip(), vocab, args.batch_size, args.steps, args.warmup, device)
+        rows += bench_preset(name.strip(), vocab, args.batch_size, args.steps, args.warmup, device, num_workers)
     encode = [bench_encode(name.strip(), vocab, args.encode_users, 64, device) for name in args.presets.split(",")]
     for row in rows:
         row["fraction_of_matmul_peak"] = row["gflops"] / peak[row["precision"]]
-        if row["model"] == "ShopperBERT MPP":
+        if row["model"].startswith("ShopperBERT MPP"):
             ref = next(r for r in rows if r["preset"] == row["preset"] and r["model"] == "BertForMaskedLM"
                        and r["precision"] == row["precision"])
             row["speed_ratio_vs_bert"] = row["tokens_per_s"] / ref["tokens_per_s"]
@@ -233,6 +268,8 @@ def main(argv=None):
     print("|---|---|---|---|---:|---:|---:|---:|")
     for r in rows:
         ratio = f"{r['speed_ratio_vs_bert']:.2f}" if "speed_ratio_vs_bert" in r else ""
+        if "end_to_end_vs_precollated" in r:
+            ratio = f"{ratio} ({100 * r['end_to_end_vs_precollated']:.0f}% of pre-collated)"
         print(f"| {r['preset']} | {r['model']} | {r['precision']} | {r['batch']} x {r['seq_len']} | "
               f"{r['tokens_per_s']:,.0f} | {r['gflops']:.0f} | {100 * r['fraction_of_matmul_peak']:.0f}% | {ratio} |")
     print()

@@ -9,7 +9,9 @@ features into model inputs:
     date_ids       (B, T, 5)  long
     text_embeds    (B, T, D)  float  gathered from the text-embedding matrix
     attention_mask (B, T)     long
-and, for pre-training, `labels` (B, T, 9) (-100 where nothing is predicted) and `masked_positions` (B, T).
+and, for pre-training, `labels` (B, T, 9) (-100 where nothing is predicted), `masked_positions` (B, T) and
+`masked_index` (N,), the same positions as flat row-major indices into B*T (so that the model selects them without
+a host-device synchronisation).
 """
 
 from __future__ import annotations
@@ -93,16 +95,22 @@ class ShopperBertCollator:
         pad_to_multiple_of: pad the token axis to a multiple of this (useful on GPUs).
         allow_empty: accept users without purchases (they become a lone [CLS]); off by default, since a user
             representation of nothing is usually a data error.
+        vocab_sizes: the nine id columns' vocabulary sizes (`config.head_vocab_sizes`, which `from_config` passes):
+            an id outside `[0, size)` is refused here, on the host, naming the feature, the column and the value
+            (on a GPU the model only checks ids asynchronously). None: not checked here.
     """
 
     def __init__(self, text_embeddings, max_length: int = 350, pad_to_multiple_of: int | None = None,
-                 allow_empty: bool = False):
+                 allow_empty: bool = False, vocab_sizes: Sequence[int] | None = None):
         if max_length < 1:
             raise ValueError(f"max_length must be at least 1, got {max_length}")
+        if vocab_sizes is not None and len(vocab_sizes) != len(ID_FIELDS):
+            raise ValueError(f"vocab_sizes must give {len(ID_FIELDS)} sizes ({ID_FIELDS}), got {list(vocab_sizes)}")
         self.text_embeddings = _as_embedding_matrix(text_embeddings)
         self.max_length = int(max_length)
         self.pad_to_multiple_of = pad_to_multiple_of
         self.allow_empty = allow_empty
+        self.vocab_sizes = None if vocab_sizes is None else np.asarray(vocab_sizes, dtype=np.int64)
 
     @classmethod
     def from_config(cls, config: ShopperBertConfig, text_embeddings, **kwargs):
@@ -112,6 +120,7 @@ class ShopperBertCollator:
                 f"config.text_embedding_size={config.text_embedding_size}"
             )
         kwargs.setdefault("max_length", config.max_purchases)
+        kwargs.setdefault("vocab_sizes", config.head_vocab_sizes)
         return cls(text_embeddings, **kwargs)
 
     # -- reading features ------------------------------------------------------------------------------------------
@@ -138,7 +147,19 @@ class ShopperBertCollator:
                 f"feature {index}: {TEXT_INDEX_FIELD} {bad} is outside the text-embedding matrix "
                 f"({len(self.text_embeddings)} rows)"
             )
-        return rows[-self.max_length:]
+        rows = rows[-self.max_length:]
+        self._check_ids(rows[:, :-1], index)
+        return rows
+
+    def _check_ids(self, ids: np.ndarray, index: int) -> None:
+        """Refuse ids outside the vocabularies (`vocab_sizes`), naming the feature, the column and the value."""
+        if self.vocab_sizes is None:
+            return
+        low, high = ids.min(axis=0), ids.max(axis=0)  # (9,)
+        for k in np.flatnonzero((low < 0) | (high >= self.vocab_sizes)):
+            bad = high[k] if high[k] >= self.vocab_sizes[k] else low[k]
+            raise ValueError(f"feature {index}: {ID_FIELDS[k]} id {bad} is outside its vocabulary "
+                             f"[0, {self.vocab_sizes[k]}) (the model config's vocabulary sizes)")
 
     def _pad(self, sequences: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
         """[CLS] + purchases + padding for each user."""
@@ -229,8 +250,9 @@ class DataCollatorForMaskedPurchasePrediction(ShopperBertCollator):
                  mask_replace_prob: float = 0.8, random_replace_prob: float = 0.1,
                  augmentation_probability: float = 0.3, crop_probability: float = 0.5,
                  augmentation_window_ratio: float = 0.3, seed: int = 0, pad_to_multiple_of: int | None = None,
-                 num_views: int = 1):
-        super().__init__(text_embeddings, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of)
+                 num_views: int = 1, vocab_sizes: Sequence[int] | None = None):
+        super().__init__(text_embeddings, max_length=max_length, pad_to_multiple_of=pad_to_multiple_of,
+                         vocab_sizes=vocab_sizes)
         if num_views not in (1, 2):
             raise ValueError(f"num_views must be 1 or 2, got {num_views}")
         self.num_views = num_views
@@ -336,6 +358,7 @@ class DataCollatorForMaskedPurchasePrediction(ShopperBertCollator):
 
         batch["labels"] = labels
         batch["masked_positions"] = selected_t
+        batch["masked_index"] = torch.from_numpy(np.flatnonzero(selected))  # (N,) flat row-major, for the model
 
 
 __all__ = [

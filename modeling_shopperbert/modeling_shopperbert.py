@@ -120,10 +120,21 @@ class ShopperBertForSequenceClassificationOutput(ModelOutput):
 # ----------------------------------------------------------------------------------------------------------------
 # Input checks: a bad id must fail here with a message, not as an index error deep inside torch
 # ----------------------------------------------------------------------------------------------------------------
-def check_inputs(config: ShopperBertConfig, category_ids, date_ids, text_embeds, attention_mask=None) -> bool:
-    """Validate the model inputs against `config`; raise `ValueError` naming the field and the value.
+def on_host(tensor: torch.Tensor) -> bool:
+    """Whether reading `tensor`'s values costs no host-device synchronisation (a CPU tensor)."""
+    return tensor.device.type == "cpu"
 
-    Returns whether `attention_mask` masks anything (padding), read in the same single device sync.
+
+def check_inputs(config: ShopperBertConfig, category_ids, date_ids, text_embeds, attention_mask=None) -> bool:
+    """Validate the model inputs against `config`.
+
+    Shapes are checked everywhere. Id ranges: on the CPU, `ValueError` naming the field and the value; on an
+    accelerator, one `torch._assert_async` (no host-device synchronisation, so a training step never waits here; a
+    bad id fails at the next synchronisation, and the collator built with `from_config` catches it on the host with
+    the field and the value before it gets there).
+
+    Returns whether a key mask is needed: on the CPU, whether `attention_mask` masks anything (padding), read in the
+    same single read of the values; on an accelerator always True (knowing would need a synchronisation).
     """
     if category_ids.dim() != 3 or category_ids.shape[-1] != len(CATEGORY_FIELDS):
         raise ValueError(f"category_ids must have shape (batch, tokens, 4), got {tuple(category_ids.shape)}")
@@ -148,6 +159,15 @@ def check_inputs(config: ShopperBertConfig, category_ids, date_ids, text_embeds,
     names = CATEGORY_FIELDS + DATE_FIELDS
     sizes = config.head_vocab_sizes
     ids = torch.cat([category_ids, date_ids], dim=-1)  # (B, T, 9)
+    if not on_host(ids):
+        # non_blocking: a plain host-to-device copy would wait for the device (cudaStreamSynchronize)
+        upper = torch.tensor(sizes).to(ids.device, non_blocking=True)  # (9,)
+        torch._assert_async(
+            ((ids >= 0) & (ids < upper)).all(),
+            f"an id of category_ids/date_ids is outside its vocabulary {dict(zip(names, sizes))} (the config's "
+            "category_vocab_sizes and *_vocab_size); run on the CPU, or collate with from_config, to see which",
+        )
+        return True
     padded = (attention_mask == 0).any() if attention_mask is not None else ids.new_zeros(())
     stats = torch.cat([ids.amin(dim=(0, 1)), ids.amax(dim=(0, 1)), padded.long().reshape(1)]).tolist()  # one sync
     lowest, highest = stats[:len(names)], stats[len(names):2 * len(names)]
@@ -552,6 +572,37 @@ def resolve_masked_positions(category_ids, labels=None, masked_positions=None):
     return category_ids[..., 0] == MASK_ID  # (B, T)
 
 
+def resolve_masked_index(positions: torch.BoolTensor, masked_index: torch.LongTensor | None = None
+                         ) -> torch.LongTensor:
+    """Flat `(N,)` indices into the `B * T` tokens of the masked purchases `positions` (B, T), in row-major order.
+
+    The collator's `masked_index` (computed on the host) is used as given, so a training step selects the masked
+    tokens without a data-dependent shape, i.e. without a host-device synchronisation. It is checked against
+    `positions`: with `ValueError` on the CPU, with `torch._assert_async` on an accelerator (a batch cut along its
+    first dimension, by `nn.DataParallel` or accelerate's `split_batches`, would cut the flat index wrongly). Without
+    it the indices come from `positions` through `nonzero` (one synchronisation on an accelerator).
+    """
+    flat = positions.flatten()  # (B*T,)
+    if masked_index is None:
+        return flat.nonzero().squeeze(-1)  # (N,)
+    if masked_index.dim() != 1 or masked_index.dtype != torch.long:
+        raise ValueError(f"masked_index must be a 1-D int64 tensor, got shape {tuple(masked_index.shape)} and "
+                         f"dtype {masked_index.dtype}")
+    if torch.compiler.is_compiling():
+        return masked_index
+    if on_host(flat):
+        if not torch.equal(masked_index, flat.nonzero().squeeze(-1)):
+            raise ValueError(
+                "masked_index does not list the masked positions in row-major order (flat indices into batch x "
+                "tokens, as the collator builds them): was the batch cut or reordered along its first dimension?")
+        return masked_index
+    inside = masked_index.clamp(0, max(flat.numel() - 1, 0))  # (N,)
+    ordered = (masked_index[1:] > masked_index[:-1]).all()
+    consistent = (flat.sum() == masked_index.numel()) & flat[inside].all() & ordered & (inside == masked_index).all()
+    torch._assert_async(consistent, "masked_index does not list the masked positions in row-major order")
+    return masked_index
+
+
 class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
     """ShopperBERT with the masked purchase prediction (MPP) objective: nine heads, loss = mean of their CEs.
 
@@ -566,6 +617,9 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
             masked purchases in `MPP_HEADS` order; -100 everywhere else and for missing categories.
         masked_positions (`torch.BoolTensor` of shape `(batch_size, sequence_length)`, *optional*): the purchases
             selected for prediction (see `resolve_masked_positions`).
+        masked_index (`torch.LongTensor` of shape `(num_masked,)`, *optional*): the same purchases as flat indices
+            into `batch_size * sequence_length`, row-major (the collator provides it): the step then selects them
+            without a host-device synchronisation (see `resolve_masked_index`).
         view_index (`torch.LongTensor` of shape `(batch_size,)`, *optional*): rows with the same value are two views
             of one user (the collator's `num_views=2`); with `config.contrastive_weight > 0` they feed the InfoNCE
             loss.
@@ -590,6 +644,7 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         labels: torch.LongTensor | None = None,
         masked_positions: torch.BoolTensor | None = None,
+        masked_index: torch.LongTensor | None = None,
         view_index: torch.LongTensor | None = None,
         output_attentions: bool | None = None,
         output_hidden_states: bool | None = None,
@@ -604,16 +659,18 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
             output_attentions=output_attentions, output_hidden_states=output_hidden_states, return_dict=True,
         )
         positions = resolve_masked_positions(category_ids, labels, masked_positions)  # (B, T)
+        index = resolve_masked_index(positions, masked_index)  # (N,) flat, row-major
         if self.config.user_representation == "cls":
             cls_logits = self.mpp(outputs.last_hidden_state[:, 0])  # 9 x (B, V_k)
-            row_of_masked = positions.nonzero(as_tuple=True)[0]  # (N,) batch row of each masked purchase
+            row_of_masked = torch.div(index, positions.shape[1], rounding_mode="floor")  # (N,) row of each masked
             logits = tuple(head_logits[row_of_masked] for head_logits in cls_logits)  # 9 x (N, V_k)
         else:
-            logits = self.mpp(outputs.last_hidden_state[positions])  # 9 x (N, V_k), heads on masked tokens only
+            masked_hidden = outputs.last_hidden_state.flatten(0, 1).index_select(0, index)  # (N, H)
+            logits = self.mpp(masked_hidden)  # 9 x (N, V_k), heads on masked tokens only
 
         loss = head_losses = None
         if labels is not None:
-            target = labels[positions]  # (N, 9)
+            target = labels.flatten(0, 1).index_select(0, index)  # (N, 9)
             losses, has_label = [], []
             for k, head_logits in enumerate(logits):
                 valid = target[:, k].ne(-100)  # (N,)
