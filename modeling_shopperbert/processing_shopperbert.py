@@ -39,7 +39,6 @@ from transformers.utils import cached_file
 from .collator import ShopperBertCollator
 from .configuration_shopperbert import (  # the token contract (moves to `contract` once it is its home)
     CATEGORY_FIELDS,
-    DATE_FIELDS,
     NUM_SPECIAL_IDS,
     SPECIAL_TOKENS,
     TEXT_INDEX_FIELD,
