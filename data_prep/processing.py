@@ -20,11 +20,10 @@ import pyarrow as pa
 from modeling_shopperbert.contract import (
     CATEGORY_FIELDS,
     DATE_FIELDS,
-    NUM_SPECIAL_IDS,
     SPECIAL_TOKENS,
     TEXT_INDEX_FIELD,
-    UNK_ID,
 )
+from modeling_shopperbert.processing_shopperbert import category_lookup, date_ids, date_parts  # one implementation
 
 from .schema import DataPrepError, parse_date
 
@@ -308,47 +307,6 @@ def build_vocab(counts: dict, min_count: int = 1) -> dict:
         values = frame["value"].tolist() or [NO_VALUES_PLACEHOLDER]
         vocab[level] = list(SPECIAL_TOKENS) + values
     return vocab
-
-
-def category_lookup(categories: pd.Index, vocab_list: list) -> np.ndarray:
-    """For each category of a categorical column, its id in `vocab_list` (UNK_ID when absent); the entry at
-    index -1 (appended last) is UNK_ID for missing values (categorical code -1)."""
-    index = pd.Index(vocab_list[NUM_SPECIAL_IDS:], dtype=object)
-    pos = index.get_indexer(pd.Index(np.asarray(categories, dtype=object), dtype=object)) if len(categories) \
-        else np.zeros(0, dtype=np.int64)
-    ids = np.where(pos >= 0, pos + NUM_SPECIAL_IDS, UNK_ID).astype(np.int32)
-    return np.r_[ids, np.int32(UNK_ID)].astype(np.int32)
-
-
-def date_parts(ts: np.ndarray) -> dict:
-    """year, month (1-12), day (1-31), weekday (Monday=0), hour of int64 unix seconds (vectorised)."""
-    t = ts.astype("datetime64[s]")
-    months = t.astype("datetime64[M]")
-    days = t.astype("datetime64[D]")
-    day_number = days.astype(np.int64)
-    return {
-        "year": t.astype("datetime64[Y]").astype(np.int64) + 1970,
-        "month": months.astype(np.int64) % 12 + 1,
-        "day": (days - months.astype("datetime64[D]")).astype(np.int64) + 1,
-        "weekday": (day_number + 3) % 7,  # 1970-01-01 was a Thursday (weekday 3)
-        "hour": (ts - day_number * SECONDS_PER_DAY) // 3600,
-    }
-
-
-def date_ids(ts: np.ndarray, date_base_year: int, year_vocab_size: int) -> dict:
-    """Date ids under the token contract: year -> 4 + (year - base) (UNK outside the known years), month ->
-    4 + month - 1, day -> 4 + day - 1, weekday -> 4 + weekday, hour -> 4 + hour."""
-    parts = date_parts(ts)
-    year_offset = parts["year"] - date_base_year
-    n_years = year_vocab_size - NUM_SPECIAL_IDS
-    year = np.where((year_offset >= 0) & (year_offset < n_years), year_offset + NUM_SPECIAL_IDS, UNK_ID)
-    return {
-        "year": year.astype(np.int32),
-        "month": (parts["month"] - 1 + NUM_SPECIAL_IDS).astype(np.int32),
-        "day": (parts["day"] - 1 + NUM_SPECIAL_IDS).astype(np.int32),
-        "weekday": (parts["weekday"] + NUM_SPECIAL_IDS).astype(np.int32),
-        "hour": (parts["hour"] + NUM_SPECIAL_IDS).astype(np.int32),
-    }
 
 
 def output_schema() -> pa.Schema:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,7 @@ from .collator import ShopperBertCollator
 from .configuration_shopperbert import TEXT_INDEX_FIELD, ShopperBertConfig
 from .contract import FINGERPRINT_KEY, check_fingerprints, vocabulary_fingerprint
 from .modeling_shopperbert import ShopperBertModel, ShopperBertPreTrainedModel, pool_user_embedding
+from .processing_shopperbert import DroppedUsersWarning, ShopperBertProcessor
 
 CHECKPOINT_DATA_FILES = ("metadata.json", "vocab.json")
 VOCABULARY_SIZES = ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year")
@@ -115,6 +117,7 @@ class UserEncoder:
         self.descriptions = descriptions
         self.vocab = vocab
         self.metadata = metadata
+        self.processor = None  # a ShopperBertProcessor (processor_config.json) for checkpoints without vocab.json
         self.data = None
         if metadata is not None or vocab is not None:
             check_vocabulary(self.config, metadata, vocab, f"the vocab.json/metadata.json of {where}", model=where)
@@ -142,6 +145,9 @@ class UserEncoder:
         if (path / "metadata.json").is_file():
             metadata = json.loads((path / "metadata.json").read_text())
         encoder = cls(model, vocab=vocab, metadata=metadata, device=device, where=f"model {path}")
+        if (path / "processor_config.json").is_file():
+            encoder.processor = ShopperBertProcessor.from_pretrained(path)
+            encoder.processor.check_config(encoder.config, encoder.where)
         if data is not None:
             encoder.attach_data(data)
         return encoder
@@ -161,24 +167,35 @@ class UserEncoder:
         self.metadata = self.metadata or prepared.metadata
 
     # -- inputs ------------------------------------------------------------------------------------------------------
+    def get_processor(self) -> ShopperBertProcessor:
+        """The processor that turns raw logs into rows for this model: the checkpoint's own (processor_config.json)
+        or one built from its vocab.json / metadata.json, with the attached text-embedding matrix as its text table.
+        Descriptions missing from the table are embedded with the corpus' text model (data_prep's cached encoder)."""
+        if self.vocab is not None and self.metadata is not None:
+            processor = ShopperBertProcessor.from_corpus(self.vocab, self.metadata,
+                                                         max_length=self.config.max_purchases)
+        elif self.processor is not None:
+            processor = copy.copy(self.processor)
+        else:
+            raise ValueError("encoding raw purchase logs needs the model's vocab.json and metadata.json "
+                             "(a folder written by train.py has them) or its processor_config.json")
+        if self.text_embeddings is not None:
+            descriptions = [] if self.descriptions is None else list(self.descriptions)
+            if len(descriptions) != len(self.text_embeddings):
+                raise ValueError(f"{len(descriptions)} descriptions for a text-embedding matrix of "
+                                 f"{len(self.text_embeddings)} rows: attach a data folder (`data=`) or pass both")
+            processor.set_text_table(descriptions, self.text_embeddings)
+        processor.text_encoder = _CorpusTextEncoder(processor.text_model)
+        return processor
+
     def prepare_users(self, users, end_date=None, show_progress_bar: bool = False):
         """Turn `users` into (rows, text matrix): a `datasets.Dataset`/list of prepared rows passes through; a
-        pandas DataFrame of raw purchase logs (canonical columns) is encoded with the model's vocabulary."""
-        import pandas as pd
-
-        if isinstance(users, pd.DataFrame):
-            if self.vocab is None or self.metadata is None:
-                raise ValueError("encoding raw purchase logs needs the model's vocab.json and metadata.json "
-                                 "(a folder written by train.py has them)")
-            from data_prep import encode_logs
-
-            text = self.text_embeddings
-            if text is None:
-                text = np.zeros((0, self.config.text_embedding_size), dtype=np.float32)
-            rows, text = encode_logs(users, self.vocab, self.metadata, text, self.descriptions or [],
-                                     end_date=end_date, progress=show_progress_bar)
-            warn_dropped_users(users, rows, end_date)
-            return in_input_order(rows, users["user_id"]), np.asarray(text, dtype=np.float32)
+        pandas DataFrame of raw purchase logs (canonical columns) is encoded by the processor (`get_processor`)."""
+        if hasattr(users, "columns") and hasattr(users, "to_numpy"):  # a pandas DataFrame of raw logs
+            processor = self.get_processor()
+            processor.text_encoder.progress = show_progress_bar
+            rows, text = processor.logs_to_rows(users, end_date=end_date)
+            return rows, np.asarray(text, dtype=np.float32)
         if self.text_embeddings is None:
             raise ValueError("prepared rows index a text-embedding matrix: pass `text_embeddings=` or "
                              "`UserEncoder.from_pretrained(..., data=<data_prep folder>)`")
@@ -279,30 +296,25 @@ class UserEncoder:
         return representation
 
 
-def in_input_order(rows, user_ids):
-    """`rows` (one per user, any order) reordered to the first appearance of each user in `user_ids` (a raw log's
-    user column); users without a row are skipped."""
-    first = {u: i for i, u in reversed(list(enumerate(str(u) for u in user_ids)))}
-    ids = UserEncoder.user_ids(rows)
-    order = sorted(range(len(ids)), key=lambda i: first.get(ids[i], len(first)))
-    return rows.select(order) if hasattr(rows, "select") else [rows[i] for i in order]
+class _CorpusTextEncoder:
+    """Embeds descriptions new to a checkpoint with its corpus' text model, through data_prep's on-disk cache (the
+    vectors `data_prep.encode_logs` gives); loaded on first use."""
 
+    def __init__(self, text_model):
+        self.text_model = text_model
+        self.progress = False
 
-class DroppedUsersWarning(UserWarning):
-    """Users of a raw log that got no embedding (no purchase in the time window)."""
+    def encode(self, texts: list[str]) -> np.ndarray:
+        from data_prep.schema import DataPrepError
+        from data_prep.text import embed_texts, resolve_text_encoder
 
-
-def warn_dropped_users(logs, rows, end_date) -> list[str]:
-    """Warn (`DroppedUsersWarning`) about the users of `logs` that `rows` lacks; returns their ids."""
-    import warnings
-
-    encoded = set(UserEncoder.user_ids(rows))
-    dropped = sorted({str(u) for u in logs["user_id"].dropna().unique()} - encoded)
-    if dropped:
-        shown = ", ".join(dropped[:5]) + (", ..." if len(dropped) > 5 else "")
-        warnings.warn(f"{len(dropped)} of {len(encoded) + len(dropped)} users have no purchase before the end date "
-                      f"{end_date} and get no embedding ({shown})", DroppedUsersWarning, stacklevel=4)
-    return dropped
+        try:
+            encoder = resolve_text_encoder(self.text_model)
+        except DataPrepError as exc:
+            raise ValueError(f"{len(texts)} descriptions are new and need the text model, but {self.text_model!r} "
+                             f"cannot be loaded ({exc})") from None
+        vectors, _ = embed_texts(list(texts), encoder, progress=self.progress)
+        return vectors
 
 
 def write_user_embeddings(path, user_ids: Sequence[str], embeddings: np.ndarray) -> Path:
