@@ -23,11 +23,10 @@ from modeling_shopperbert.contract import (
     SPECIAL_TOKENS,
     TEXT_INDEX_FIELD,
 )
-from modeling_shopperbert.processing_shopperbert import category_lookup, date_ids, date_parts  # one implementation
+from modeling_shopperbert.row_encoding import SECONDS_PER_DAY, category_lookup, date_ids, date_parts  # one implementation
 
 from .schema import DataPrepError, parse_date
 
-SECONDS_PER_DAY = 86_400
 DAYS_PER_MONTH = 365.25 / 12
 COMPACT_COLUMNS = ("user_id", "ts") + CATEGORY_FIELDS + ("description", "product_id")
 ACTIVITY_RULES = ("rate", "windows")

@@ -26,6 +26,8 @@ _EXPORTS = {
     "modeling_shopperbert_heads": ("ShopperBertMLP", "ShopperBertTwoTowerModel", "ShopperBertTwoTowerOutput",
                                    "ShopperBertUserMLPForClassification", "ShopperBertUserMLPOutput"),
     "encoder": ("UserEncoder", "read_user_embeddings", "write_user_embeddings"),
+    "processing_shopperbert": ("ShopperBertProcessor",),
+    "pipeline_shopperbert": ("ShopperBertFeatureExtractionPipeline", "save_pipeline_files"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
@@ -36,13 +38,19 @@ def register_auto_classes() -> None:
     """Register ShopperBERT and its downstream heads with transformers' Auto classes (imports torch and
     transformers; calling it again does nothing).
 
-    After it, `AutoConfig`, `AutoModel`, `AutoModelForPreTraining` and `AutoModelForSequenceClassification` load a
-    saved ShopperBERT folder without `trust_remote_code`.
+    After it, `AutoConfig`, `AutoModel`, `AutoModelForPreTraining`, `AutoModelForSequenceClassification` and
+    `AutoProcessor` load a saved ShopperBERT folder without `trust_remote_code`.
     """
     global _registered
     if _registered:
         return
-    from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForPreTraining,
+        AutoModelForSequenceClassification,
+        AutoProcessor,
+    )
 
     from .configuration_shopperbert import ShopperBertConfig
     from .configuration_shopperbert_heads import ShopperBertTwoTowerConfig, ShopperBertUserMLPConfig
@@ -52,6 +60,7 @@ def register_auto_classes() -> None:
         ShopperBertModel,
     )
     from .modeling_shopperbert_heads import ShopperBertTwoTowerModel, ShopperBertUserMLPForClassification
+    from .processing_shopperbert import ShopperBertProcessor
 
     AutoConfig.register(ShopperBertConfig.model_type, ShopperBertConfig, exist_ok=True)
     AutoModel.register(ShopperBertConfig, ShopperBertModel, exist_ok=True)
@@ -63,6 +72,7 @@ def register_auto_classes() -> None:
                                                 exist_ok=True)
     AutoConfig.register(ShopperBertTwoTowerConfig.model_type, ShopperBertTwoTowerConfig, exist_ok=True)
     AutoModel.register(ShopperBertTwoTowerConfig, ShopperBertTwoTowerModel, exist_ok=True)
+    AutoProcessor.register(ShopperBertConfig, ShopperBertProcessor, exist_ok=True)
     _registered = True
 
 

@@ -8,10 +8,11 @@
 """ShopperBERT processor: raw purchase logs -> padded model inputs.
 
 This file travels inside checkpoints as remote code: it imports only torch, transformers, numpy and the standard
-library (plus the relative imports `configuration_shopperbert`, `contract` and `collator`, which travel with it).
+library (plus the relative imports `contract`, `row_encoding` and `collator`, which travel with it).
 
-It is also the one home of the pure-numpy encoding steps that `data_prep` builds its corpus with: category lookup
-(unknown -> [UNK]), date parts and date ids. `data_prep.processing.encode_rows` calls these functions.
+The pure-numpy encoding steps it shares with `data_prep` (category lookup with unknown -> [UNK], date parts and date
+ids) live in `row_encoding.py`, one floor below (numpy and the contract only), so that `data_prep` can use them
+without importing transformers.
 
 ```python
 >>> from transformers import AutoModel, AutoProcessor
@@ -37,16 +38,17 @@ from transformers.processing_utils import ProcessorMixin
 from transformers.utils import cached_file
 
 from .collator import ShopperBertCollator
-from .configuration_shopperbert import (  # the token contract (moves to `contract` once it is its home)
+from .contract import (
     CATEGORY_FIELDS,
+    FINGERPRINT_KEY,
     NUM_SPECIAL_IDS,
     SPECIAL_TOKENS,
     TEXT_INDEX_FIELD,
     UNK_ID,
+    vocabulary_fingerprint,
 )
-from .contract import FINGERPRINT_KEY, vocabulary_fingerprint
+from .row_encoding import SECONDS_PER_DAY, category_lookup, date_ids, date_parts
 
-SECONDS_PER_DAY = 86_400
 # Description of a purchase without description text (the same text as `data_prep.schema.MISSING_DESCRIPTION`).
 MISSING_DESCRIPTION = "unknown product"
 REQUIRED_COLUMNS = ("user_id", "timestamp", "description")
@@ -54,48 +56,6 @@ DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 TEXT_TABLE_FILE = "processor_text_embeddings.npz"  # descriptions + their text vectors (optional)
 # Numbers at least this large are not epoch seconds (1e11 s is the year 5138).
 _MAX_EPOCH_SECONDS = 1e11
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The pure-numpy encoding steps shared with data_prep
-# ----------------------------------------------------------------------------------------------------------------
-def category_lookup(categories: Sequence, vocab_list: Sequence[str]) -> np.ndarray:
-    """For each category name, its id in `vocab_list` (UNK_ID when absent); the entry at index -1 (appended last) is
-    UNK_ID, for missing values (categorical code -1). Special tokens never match a name."""
-    index = {name: i for i, name in enumerate(vocab_list[NUM_SPECIAL_IDS:], start=NUM_SPECIAL_IDS)}
-    ids = np.fromiter((index.get(name, UNK_ID) for name in categories), dtype=np.int32, count=len(categories))
-    return np.r_[ids, np.int32(UNK_ID)].astype(np.int32)
-
-
-def date_parts(ts: np.ndarray) -> dict:
-    """year, month (1-12), day (1-31), weekday (Monday=0), hour of int64 unix seconds (vectorised)."""
-    t = ts.astype("datetime64[s]")
-    months = t.astype("datetime64[M]")
-    days = t.astype("datetime64[D]")
-    day_number = days.astype(np.int64)
-    return {
-        "year": t.astype("datetime64[Y]").astype(np.int64) + 1970,
-        "month": months.astype(np.int64) % 12 + 1,
-        "day": (days - months.astype("datetime64[D]")).astype(np.int64) + 1,
-        "weekday": (day_number + 3) % 7,  # 1970-01-01 was a Thursday (weekday 3)
-        "hour": (ts - day_number * SECONDS_PER_DAY) // 3600,
-    }
-
-
-def date_ids(ts: np.ndarray, date_base_year: int, year_vocab_size: int) -> dict:
-    """Date ids under the token contract: year -> 4 + (year - base) (UNK outside the known years), month ->
-    4 + month - 1, day -> 4 + day - 1, weekday -> 4 + weekday, hour -> 4 + hour."""
-    parts = date_parts(ts)
-    year_offset = parts["year"] - date_base_year
-    n_years = year_vocab_size - NUM_SPECIAL_IDS
-    year = np.where((year_offset >= 0) & (year_offset < n_years), year_offset + NUM_SPECIAL_IDS, UNK_ID)
-    return {
-        "year": year.astype(np.int32),
-        "month": (parts["month"] - 1 + NUM_SPECIAL_IDS).astype(np.int32),
-        "day": (parts["day"] - 1 + NUM_SPECIAL_IDS).astype(np.int32),
-        "weekday": (parts["weekday"] + NUM_SPECIAL_IDS).astype(np.int32),
-        "hour": (parts["hour"] + NUM_SPECIAL_IDS).astype(np.int32),
-    }
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -14,6 +14,9 @@ The folder written to `--out` is complete on its own:
     configuration_shopperbert.py   remote code for `trust_remote_code=True` (transformers only, no package needed)
     modeling_shopperbert.py
     contract.py                    the data contract the configuration imports (special ids, field names)
+    processing_shopperbert.py      the processor (raw logs -> model inputs, `AutoProcessor`) and its relative
+    row_encoding.py, collator.py     imports; processor_config.json holds its vocabularies and date settings
+    pipeline_shopperbert.py        the custom `feature-extraction` pipeline (named in config.json custom_pipelines)
     metadata.json, vocab.json      the pre-training corpus' vocabularies, date base and text-embedding model: what
                                    encoding new users needs
     training_info.json             the checkpoint's step, validation MPP metrics and training arguments
@@ -48,8 +51,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 # The remote-code files, next to this module: the same ones `save_pretrained` copies (it follows the relative imports:
-# the configuration imports the data contract `contract.py`).
-REMOTE_CODE_FILES = ("configuration_shopperbert.py", "modeling_shopperbert.py", "contract.py")
+# the configuration imports the data contract `contract.py`), then the processor and the feature-extraction pipeline
+# (`pipeline_shopperbert.save_pipeline_files`) with theirs (`row_encoding.py`, `collator.py`).
+REMOTE_CODE_FILES = ("configuration_shopperbert.py", "modeling_shopperbert.py", "contract.py",
+                     "processing_shopperbert.py", "pipeline_shopperbert.py", "row_encoding.py", "collator.py")
+PROCESSOR_FILE = "processor_config.json"
 # What encoding new users needs besides the weights (train.py copies them from the data_prep folder).
 DATA_FILES = ("metadata.json", "vocab.json")
 # Metadata keys a user needs to turn purchase logs into model inputs.
@@ -63,8 +69,9 @@ CARD_FILE = "README.md"
 # (`contract.py` is required where a remote-code file imports it: folders published before it existed work without.)
 REQUIRED_FILES = ("config.json", "model.safetensors", *REMOTE_CODE_FILES[:2], *DATA_FILES, CARD_FILE)
 # Files a published folder may hold; anything else makes `--overwrite` refuse to replace the folder.
-KNOWN_FILES = set(REQUIRED_FILES) | set(REMOTE_CODE_FILES) | {"training_info.json", "run_config.json", DOWNSTREAM_RESULTS_FILE,
-                                     "loss_curve.png", "model.safetensors.index.json", "generation_config.json"}
+KNOWN_FILES = set(REQUIRED_FILES) | set(REMOTE_CODE_FILES) | {
+    PROCESSOR_FILE, "training_info.json", "run_config.json", DOWNSTREAM_RESULTS_FILE, "loss_curve.png",
+    "model.safetensors.index.json", "generation_config.json"}
 
 TAGS = ["shopperbert", "user-representation", "user-embedding", "recommendation", "e-commerce", "purchase-history",
         "masked-purchase-prediction", "custom_code"]
@@ -586,12 +593,27 @@ def check_published_folder(folder: Path) -> list[str]:
             if not (folder / f"{module}.py").is_file():
                 problems.append(f"auto_map names {target} but {module}.py is missing")
     problems += _missing_relative_imports(folder)
+    problems += _processor_problems(folder)
     if (folder / "metadata.json").is_file():
         missing = [k for k in REQUIRED_METADATA if k not in read_json(folder / "metadata.json")]
         if missing:
             problems.append(f"metadata.json lacks {missing}")
     if (folder / CARD_FILE).is_file():
         problems += [f"README.md: {p}" for p in check_card((folder / CARD_FILE).read_text())]
+    return problems
+
+
+def _processor_problems(folder: Path) -> list[str]:
+    """What `AutoProcessor` and `pipeline("feature-extraction", ...)` need from a folder that ships the processor
+    (folders published before the processor existed have no processor_config.json and are not checked)."""
+    if not (folder / PROCESSOR_FILE).is_file():
+        return []
+    problems = []
+    if "AutoProcessor" not in read_json(folder / PROCESSOR_FILE).get("auto_map", {}):
+        problems.append(f"{PROCESSOR_FILE} auto_map lacks AutoProcessor")
+    if (folder / "config.json").is_file():
+        if "feature-extraction" not in read_json(folder / "config.json").get("custom_pipelines", {}):
+            problems.append("config.json custom_pipelines lacks feature-extraction")
     return problems
 
 
@@ -699,6 +721,9 @@ def build_folder(sources: Sources, out: Path, repo_id: str | None = None, model_
         log(f"checked {count} tensors against the checkpoint")
         for name in DATA_FILES:
             shutil.copy2(sources.data_file(name), tmp / name)
+        from .pipeline_shopperbert import save_pipeline_files
+
+        save_pipeline_files(tmp)  # processor (vocabularies, date settings) + pipeline code, named in config.json
         if (sources.model_dir / "training_info.json").is_file():
             shutil.copy2(sources.model_dir / "training_info.json", tmp / "training_info.json")
         if sources.run_config is not None:

@@ -37,10 +37,11 @@ FLOORS = {
     "modeling_shopperbert": CORE,
     **{f"modeling_shopperbert.{name}": CORE for name in (
         "contract", "configuration_shopperbert", "configuration_shopperbert_heads", "modeling_shopperbert",
-        "modeling_shopperbert_heads", "mpp_rules", "processing_shopperbert")},
+        "modeling_shopperbert_heads", "mpp_rules", "row_encoding")},
     "data_prep": DATA,
     "data_prep.*": DATA,
-    **{f"modeling_shopperbert.{name}": ENCODING for name in ("collator", "encoder", "encode")},
+    **{f"modeling_shopperbert.{name}": ENCODING for name in ("collator", "encoder", "encode", "processing_shopperbert",
+                                                             "pipeline_shopperbert")},
     "train": TRAIN_EVAL,
     "pretraining": TRAIN_EVAL,
     "pretraining.*": TRAIN_EVAL,
