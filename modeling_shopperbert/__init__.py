@@ -4,9 +4,9 @@ Importing the package is light: it loads neither torch nor transformers, so that
 (`modeling_shopperbert.contract`: special ids, field names) and the command lines answer at once. The model names are
 imported on first use (PEP 562): `from modeling_shopperbert import ShopperBertModel` (or any model, config, head or
 `UserEncoder` name) imports the model code and registers the model and its downstream heads (the U-MLP classifier,
-the two-tower recommender) with transformers' Auto classes, so that `AutoModel*.from_pretrained(path)` works without
-`trust_remote_code`. Code that uses the Auto classes without touching one of these names calls
-`register_auto_classes()` (idempotent).
+the two-tower recommender) and the processor with transformers' Auto classes (`modeling_shopperbert.auto`), so that
+`AutoModel*.from_pretrained(path)` and `AutoProcessor.from_pretrained(path)` work without `trust_remote_code`. Code
+that uses the Auto classes without touching one of these names calls `register_auto_classes()` (idempotent).
 """
 
 import importlib
@@ -28,60 +28,16 @@ _EXPORTS = {
     "encoder": ("UserEncoder", "read_user_embeddings", "write_user_embeddings"),
     "processing_shopperbert": ("ShopperBertProcessor",),
     "pipeline_shopperbert": ("ShopperBertFeatureExtractionPipeline", "save_pipeline_files"),
+    "auto": ("register_auto_classes",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
-
-_registered = False
-
-
-def register_auto_classes() -> None:
-    """Register ShopperBERT and its downstream heads with transformers' Auto classes (imports torch and
-    transformers; calling it again does nothing).
-
-    After it, `AutoConfig`, `AutoModel`, `AutoModelForPreTraining`, `AutoModelForSequenceClassification` and
-    `AutoProcessor` load a saved ShopperBERT folder without `trust_remote_code`.
-    """
-    global _registered
-    if _registered:
-        return
-    from transformers import (
-        AutoConfig,
-        AutoModel,
-        AutoModelForPreTraining,
-        AutoModelForSequenceClassification,
-        AutoProcessor,
-    )
-
-    from .configuration_shopperbert import ShopperBertConfig
-    from .configuration_shopperbert_heads import ShopperBertTwoTowerConfig, ShopperBertUserMLPConfig
-    from .modeling_shopperbert import (
-        ShopperBertForMaskedPurchasePrediction,
-        ShopperBertForSequenceClassification,
-        ShopperBertModel,
-    )
-    from .modeling_shopperbert_heads import ShopperBertTwoTowerModel, ShopperBertUserMLPForClassification
-    from .processing_shopperbert import ShopperBertProcessor
-
-    AutoConfig.register(ShopperBertConfig.model_type, ShopperBertConfig, exist_ok=True)
-    AutoModel.register(ShopperBertConfig, ShopperBertModel, exist_ok=True)
-    AutoModelForPreTraining.register(ShopperBertConfig, ShopperBertForMaskedPurchasePrediction, exist_ok=True)
-    AutoModelForSequenceClassification.register(ShopperBertConfig, ShopperBertForSequenceClassification,
-                                                exist_ok=True)
-    AutoConfig.register(ShopperBertUserMLPConfig.model_type, ShopperBertUserMLPConfig, exist_ok=True)
-    AutoModelForSequenceClassification.register(ShopperBertUserMLPConfig, ShopperBertUserMLPForClassification,
-                                                exist_ok=True)
-    AutoConfig.register(ShopperBertTwoTowerConfig.model_type, ShopperBertTwoTowerConfig, exist_ok=True)
-    AutoModel.register(ShopperBertTwoTowerConfig, ShopperBertTwoTowerModel, exist_ok=True)
-    AutoProcessor.register(ShopperBertConfig, ShopperBertProcessor, exist_ok=True)
-    _registered = True
-
 
 def __getattr__(name):
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'modeling_shopperbert' has no attribute {name!r}")
-    if module != "contract":
-        register_auto_classes()
+    if module not in ("contract", "auto"):
+        __getattr__("register_auto_classes")()
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
@@ -91,4 +47,4 @@ def __dir__():
     return sorted(set(globals()) | set(__all__))
 
 
-__all__ = ["register_auto_classes", *sorted(_WHERE)]
+__all__ = sorted(_WHERE)

@@ -13,8 +13,8 @@ Every `import` counts, at module level or inside a function: an import of `a.b.c
 `a.b` (their `__init__`s) too. The lazy package `__init__`s (`modeling_shopperbert`, `data_prep`) import nothing
 when they load; their PEP 562 table (`_WHERE`: name -> submodule) decides what a `from package import name` really
 imports, so that import counts as one of the submodule the name comes from. The `__init__`s themselves therefore sit
-at the floor of what they import eagerly: core for `modeling_shopperbert` (its `register_auto_classes` imports the
-model code only), data for `data_prep`.
+at the floor of what they import eagerly: core for `modeling_shopperbert` (its `register_auto_classes`, reached
+through the table, lives in `modeling_shopperbert.auto` on the encoding floor), data for `data_prep`.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ FLOORS = {
     "data_prep": DATA,
     "data_prep.*": DATA,
     **{f"modeling_shopperbert.{name}": ENCODING for name in ("collator", "encoder", "encode", "processing_shopperbert",
-                                                             "pipeline_shopperbert")},
+                                                             "pipeline_shopperbert", "auto")},
     "train": TRAIN_EVAL,
     "pretraining": TRAIN_EVAL,
     "pretraining.*": TRAIN_EVAL,

@@ -62,8 +62,10 @@ def test_release_folder_is_complete_and_small():
 
 def test_release_code_is_the_package_code():
     """The release's remote code is a verbatim copy of the package's (copy the files again after changing them)."""
+    from modeling_shopperbert.publish import REMOTE_CODE_FILES
+
     shipped = sorted(p.name for p in RELEASE.glob("*.py"))
-    assert shipped == ["configuration_shopperbert.py", "contract.py", "modeling_shopperbert.py"]
+    assert shipped == sorted(REMOTE_CODE_FILES)
     for name in shipped:
         assert (RELEASE / name).read_bytes() == (ROOT / "modeling_shopperbert" / name).read_bytes(), (
             f"shopperbert/{name} differs from modeling_shopperbert/{name}: copy it again")
@@ -115,3 +117,40 @@ def test_shipped_embeddings_are_what_the_release_gives(tmp_path):
     index = {u: i for i, u in enumerate(user_ids)}
     expected = vectors[[index[str(r["user_id"])] for r in rows]]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
+BLOCKED_PIPELINE = r"""
+import json, sys
+for name in ("modeling_shopperbert", "data_prep", "eval_suite"):
+    sys.modules[name] = None  # any import of our package fails
+import pandas as pd
+from transformers import pipeline
+extractor = pipeline("feature-extraction", model="shopperbert", trust_remote_code=True, device="cpu")
+print(json.dumps(extractor(pd.read_json(sys.argv[1], dtype={"user_id": str}))))
+"""
+
+
+def test_release_pipeline_embeds_raw_logs_with_transformers_alone(tmp_path):
+    """README's promise: `pipeline("feature-extraction", model="shopperbert", trust_remote_code=True)(logs)` works
+    from a clone with our package blocked and gives what `UserEncoder` gives, keyed by user id in input order."""
+    import pandas as pd
+
+    from modeling_shopperbert import UserEncoder
+
+    vocab = json.loads((RELEASE / "vocab.json").read_text())
+    rows = [{"user_id": user, "timestamp": f"2017-0{month}-1{i} 1{i}:00:00",
+             **{level: vocab[level][4 + 7 * i + month] for level in ("category_1", "category_2", "category_3",
+                                                                      "category_4")},
+             "description": f"{vocab['category_2'][4 + i]} {vocab['category_3'][4 + month]}"}
+            for user, month in (("9", 3), ("12", 5), ("4", 4)) for i in range(4)]
+    logs = pd.DataFrame(rows)
+    logs.to_json(tmp_path / "logs.json")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH="", HF_MODULES_CACHE=str(tmp_path / "modules"))
+    result = subprocess.run([sys.executable, "-c", BLOCKED_PIPELINE, str(tmp_path / "logs.json")], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert list(out) == ["9", "12", "4"]
+    user_ids, expected = UserEncoder.from_pretrained(RELEASE, device="cpu").encode(logs, return_user_ids=True)
+    assert user_ids == ["9", "12", "4"]
+    np.testing.assert_allclose(np.array([out[u] for u in user_ids]), expected, rtol=0, atol=1e-5)
