@@ -222,6 +222,7 @@ class UserEncoder:
         end_date=None,
         normalize_embeddings: bool | None = None,
         return_user_ids: bool = False,
+        hidden_layer: int | None = None,
     ):
         """Embed users; returns `(num_users, hidden_size)` in the order of `users`.
 
@@ -239,6 +240,10 @@ class UserEncoder:
             end_date: for raw logs, keep only purchases before this date; users with no purchase before it get no
                 row (a `DroppedUsersWarning` says how many).
             return_user_ids: return `(user_ids, embeddings)`, the ids (str) row by row.
+            hidden_layer: pool the states of this layer instead of the last (transformers' `hidden_states` index:
+                0 = the input embeddings, `num_hidden_layers` = the last; negative counts from the end). A probe of
+                what each layer holds (`python -m eval_suite probe --layers`); the checkpoint's user vector is the
+                default.
 
         Raises `NonFiniteError` (nothing written) when an embedding holds NaN or inf.
         """
@@ -246,6 +251,10 @@ class UserEncoder:
         representation = self._representation(user_representation)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        layers = self.config.num_hidden_layers
+        if hidden_layer is not None and not -(layers + 1) <= hidden_layer <= layers:
+            raise ValueError(f"hidden_layer must be in [{-(layers + 1)}, {layers}] for a model of {layers} layers, "
+                             f"got {hidden_layer}")
         rows, text = self.prepare_users(users, end_date=end_date, show_progress_bar=bool(show_progress_bar))
         if hasattr(rows, "with_format"):
             columns = [c for c in rows.column_names if c != "timestamp"]
@@ -264,7 +273,10 @@ class UserEncoder:
             batch = collator([rows[int(i)] for i in index])
             batch = {k: v.to(self.device) for k, v in batch.items()}
             batch.pop("labels", None)  # rows of a labelled split (fine-tuning data) encode like any rows
-            hidden = self.model(**batch, return_dict=True).last_hidden_state  # (B, T, H)
+            if hidden_layer is None:
+                hidden = self.model(**batch, return_dict=True).last_hidden_state  # (B, T, H)
+            else:
+                hidden = self.model(**batch, output_hidden_states=True, return_dict=True).hidden_states[hidden_layer]
             chunks.append(pool_user_embedding(hidden, batch["category_ids"], representation,
                                               batch.get("attention_mask")).float().cpu())
         embeddings = torch.empty(num_users, chunks[0].shape[-1])

@@ -137,3 +137,19 @@ def test_raw_logs_keep_input_order_and_sentence_transformers_arguments(saved_mod
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0, atol=1e-5)
     with pytest.warns(UserWarning, match="pre-trained with 'mean'"):
         encoder.encode(logs, user_representation="cls")
+
+
+def test_hidden_layer_pools_that_layer(saved_model):
+    """`hidden_layer=k` pools transformers' `hidden_states[k]`: the last one is the default user vector, the first the
+    input embeddings; out-of-range layers are refused."""
+    folder, data = saved_model
+    encoder = UserEncoder.from_pretrained(folder, data=data)
+    users = encoder.data.dataset["validation"]
+    default = encoder.encode(users, show_progress_bar=False)
+    np.testing.assert_allclose(encoder.encode(users, hidden_layer=2), default, atol=1e-6)
+    np.testing.assert_allclose(encoder.encode(users, hidden_layer=-1), default, atol=1e-6)
+    first = encoder.encode(users, hidden_layer=0)
+    assert first.shape == default.shape and not np.allclose(first, default, atol=1e-3)
+    for bad in (3, -4):
+        with pytest.raises(ValueError, match=r"hidden_layer must be in \[-3, 2\]"):
+            encoder.encode(users, hidden_layer=bad)
