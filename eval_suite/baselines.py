@@ -55,17 +55,18 @@ from .evaluation import (
 from .tasks import (
     CUTOFF,
     RAW_COLUMNS,
+    SPECS,
     TASK_KINDS,
     TASK_NAMES,
     Task,
-    _clean_col,
     build_task,
     cold_heavy_users,
-    completejourney_dir,
     fixed_negatives,
     load_raw_tables,
     split_users,
 )
+from .tasks.building import product_attribute as _product_attribute
+from .tasks.tables import require_columns as _require
 
 #: Transaction columns the baselines need on top of ``RAW_COLUMNS["transactions"]``.
 EXTRA_TRANSACTION_COLUMNS = ("basket_id", "sales_value")
@@ -94,12 +95,13 @@ def load_baseline_tables(data_dir=None, tables: Iterable[str] | None = None) -> 
     """``tasks.load_raw_tables`` plus ``basket_id`` and ``sales_value`` in ``transactions`` (for the RFM features).
 
     ``tables`` defaults to every raw table (enough to build all six tasks and every baseline)."""
+    from data_prep.sources import read_completejourney_table
+
     names = list(RAW_COLUMNS) if tables is None else list(tables)
     out = load_raw_tables(data_dir, tables=[n for n in names if n != "transactions"])
     if "transactions" in names:
-        folder = completejourney_dir() if data_dir is None else data_dir
         cols = list(RAW_COLUMNS["transactions"]) + list(EXTRA_TRANSACTION_COLUMNS)
-        out["transactions"] = pd.read_parquet(f"{folder}/transactions.parquet", columns=cols)
+        out["transactions"] = read_completejourney_table("transactions", cols, data_dir=data_dir)
     return {n: out[n] for n in names}
 
 
@@ -108,33 +110,24 @@ def with_baseline_columns(tables: dict, data_dir=None) -> dict:
     and ``sales_value`` joined onto ``transactions`` and the ``products`` table, read from the Complete Journey
     files. The row order of ``transactions`` is checked against the file (household and product per row), so
     hand-made tables are returned unchanged (``user_purchase_features`` then raises a clear KeyError)."""
+    from data_prep.schema import DataPrepError
+    from data_prep.sources import read_completejourney_table
+
     tx = tables.get("transactions")
     out = dict(tables)
     try:
-        folder = completejourney_dir() if data_dir is None else data_dir
         if tx is not None and not all(c in tx.columns for c in EXTRA_TRANSACTION_COLUMNS):
-            extra = pd.read_parquet(f"{folder}/transactions.parquet",
-                                    columns=["household_id", "product_id", *EXTRA_TRANSACTION_COLUMNS])
+            extra = read_completejourney_table("transactions", ["household_id", "product_id",
+                                                                *EXTRA_TRANSACTION_COLUMNS], data_dir=data_dir)
             if len(extra) == len(tx) and np.array_equal(extra["household_id"].to_numpy(),
                                                         tx["household_id"].to_numpy()) \
                     and np.array_equal(extra["product_id"].to_numpy(), tx["product_id"].to_numpy()):
                 out["transactions"] = tx.assign(**{c: extra[c].to_numpy() for c in EXTRA_TRANSACTION_COLUMNS})
         if "products" not in out:
-            out["products"] = pd.read_parquet(f"{folder}/products.parquet", columns=RAW_COLUMNS["products"])
-    except (ImportError, OSError):
+            out["products"] = read_completejourney_table("products", RAW_COLUMNS["products"], data_dir=data_dir)
+    except (ImportError, OSError, DataPrepError):
         return dict(tables)
     return out
-
-
-def _require(tables: dict, table: str, columns: Sequence[str]) -> pd.DataFrame:
-    if table not in tables:
-        raise KeyError(f"the baselines need the {table!r} table (use load_baseline_tables())")
-    df = tables[table]
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise KeyError(f"{table!r} lacks columns {missing}; load the tables with "
-                       "eval_suite.baselines.load_baseline_tables() (tasks.load_raw_tables reads fewer columns)")
-    return df
 
 
 def _uid(household_ids) -> np.ndarray:
@@ -146,15 +139,6 @@ def _pre_cutoff_lines(tables: dict, cutoff: pd.Timestamp, columns: Sequence[str]
     tx = _require(tables, "transactions", list(columns) + ["transaction_timestamp"])
     ts = tx["transaction_timestamp"]
     return tx.loc[(ts < cutoff).to_numpy(), list(dict.fromkeys(list(columns) + ["transaction_timestamp"]))]
-
-
-def _product_attribute(products: pd.DataFrame, product_ids: np.ndarray, column: str) -> np.ndarray:
-    """Cleaned (stripped, empty -> None) product-table column per product id; None for unknown products."""
-    values = _clean_col(products[column].to_numpy(dtype=object))
-    pos = pd.Index(products["product_id"].to_numpy()).get_indexer(pd.Index(np.asarray(product_ids)))
-    out = np.full(len(pos), None, dtype=object)
-    out[pos >= 0] = values[pos[pos >= 0]]
-    return out
 
 
 def _item_hash_fraction(item_ids: np.ndarray) -> np.ndarray:
@@ -440,12 +424,10 @@ class PopularityRecommender(_PairScorer):
         return self.item_scores[self._item_positions(items)]
 
 
-#: Co-occurrence level per task when none is given, chosen on *validation* users (sampled and full MRR; seeds 0-2,
-#: 0-19 for coupons). Featured products: product 0.296 vs type 0.111 sampled MRR; coupons (sum): product 0.211 vs
-#: type 0.195. next_product_type items are types, so only the type level exists there (household 0.224 vs basket
-#: co-occurrence 0.215).
-DEFAULT_COOCCURRENCE_LEVEL = {"featured_products": "product", "campaign_coupons": "product",
-                              "next_product_type": "type"}
+#: Co-occurrence level per task when none is given (each task file's ``cooccurrence_level``), chosen on *validation*
+#: users (sampled and full MRR; seeds 0-2, 0-19 for coupons).
+DEFAULT_COOCCURRENCE_LEVEL = {name: spec.cooccurrence_level for name, spec in SPECS.items()
+                              if spec.cooccurrence_link is not None}
 
 
 def _purchase_concepts(tables: dict, cutoff: pd.Timestamp, level: str):
@@ -475,6 +457,7 @@ def item_concept_links(task: Task, tables: dict, level: str, concepts: np.ndarra
     """Items x concepts (product types or products, column order = ``concepts``), one column per linked concept
     that occurs in the pre-cutoff log (all-zero rows for items without any).
 
+    Each task file says what its items link to (its ``SPEC.cooccurrence_link``):
     - ``next_product_type``: the item is the type itself (its id is the stripped type name); type level only.
     - ``featured_products``: the product itself (``"product"``) or its type (``"type"``).
     - ``campaign_coupons``: the coupon's products (``"product"``) or their types, weighted by the number of the
@@ -485,25 +468,11 @@ def item_concept_links(task: Task, tables: dict, level: str, concepts: np.ndarra
     single concept (featured products, types) are the same under both.
     The links come from the product and coupon tables (static catalogues without dates).
     """
-    items = task.items["item_id"].to_numpy(dtype=object)
-    rows = np.arange(len(items))
-    if task.name == "next_product_type":
-        if level != "type":
-            raise ValueError("next_product_type items are product types: use level='type'")
-        names = items
-    elif task.name == "featured_products":
-        names = items if level == "product" else _product_attribute(
-            _require(tables, "products", ["product_id", "product_type"]), np.asarray(items, dtype=np.int64),
-            "product_type")
-    elif task.name == "campaign_coupons":
-        coupons = _require(tables, "coupons", ["coupon_upc", "product_id"])
-        cp = coupons[["coupon_upc", "product_id"]].drop_duplicates()
-        rows = pd.Index(items).get_indexer(pd.Index(cp["coupon_upc"].astype("int64").astype(str).to_numpy(object)))
-        names = cp["product_id"].astype("int64").astype(str).to_numpy(dtype=object) if level == "product" else \
-            _product_attribute(_require(tables, "products", ["product_id", "product_type"]),
-                               cp["product_id"].to_numpy(), "product_type")
-    else:
+    spec = SPECS.get(task.name)
+    if spec is None or spec.cooccurrence_link is None:
         raise ValueError(f"no item-to-concept link for task {task.name!r}")
+    items = task.items["item_id"].to_numpy(dtype=object)
+    rows, names = spec.cooccurrence_link(task, tables, level)
     cols = pd.Index(concepts).get_indexer(pd.Index(np.asarray(names, dtype=object)))
     ok = (cols >= 0) & (rows >= 0)
     links = sp.csr_matrix((np.ones(int(ok.sum())), (rows[ok], cols[ok])), shape=(len(items), len(concepts)))

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .tasks import CUTOFF, Task
+from .tasks import CUTOFF, MISSING_DESCRIPTION, Task, task_spec
+from .tasks.task import HISTORY_LOG_COLUMNS
 
 
 @dataclass
@@ -93,39 +94,50 @@ def purchase_inputs(corpus: Corpus, user_ids=None, cutoff=CUTOFF, cache_dir=None
     return SequenceInputs(ids, _rows_by_user(dataset, ids), matrix)
 
 
-def _history_log(task: Task, tables: dict, corpus: Corpus) -> pd.DataFrame:
-    """The task's history events as a canonical purchase log (categories + description + time)."""
-    from data_prep.sources import _completejourney_product_table
+def embed_users(checkpoint, purchases: SequenceInputs, user_ids=None, device: str = "cpu", batch_size: int = 64
+                ) -> np.ndarray:
+    """Pre-trained user embeddings of a checkpoint (a folder) or a loaded ``UserEncoder``, from the purchase
+    sequences of ``purchase_inputs``: one float32 row per user of ``user_ids`` (default: every user of
+    ``purchases``, in its order). A user without any purchase in the corpus window gets the zero vector (the mean
+    of nothing), as U-MLP sees it in ``eval_suite run``.
 
+        vectors = embed_users("runs/cj-small/final", purchase_inputs(Corpus.load("data/cj")))  # (2447, hidden)
+    """
+    from modeling_shopperbert import UserEncoder
+
+    encoder = checkpoint if isinstance(checkpoint, UserEncoder) else UserEncoder.from_pretrained(checkpoint,
+                                                                                                 device=device)
+    encoder.text_embeddings = purchases.text_embeddings
+    if user_ids is None:
+        positions = np.arange(len(purchases.user_ids))
+    else:
+        index = {u: i for i, u in enumerate(purchases.user_ids)}
+        missing = [u for u in user_ids if u not in index]
+        if missing:
+            raise KeyError(f"{len(missing)} users have no purchase sequence (not households of the corpus' source), "
+                           f"e.g. {missing[:3]}")
+        positions = np.array([index[u] for u in user_ids], dtype=np.int64)
+    keep = np.flatnonzero(purchases.lengths[positions] > 0)
+    vectors = np.zeros((len(positions), encoder.config.hidden_size), dtype=np.float32)
+    if len(keep):
+        vectors[keep] = encoder.encode([purchases.rows[positions[i]] for i in keep], batch_size=batch_size,
+                                       show_progress_bar=False)
+    return vectors
+
+
+def _history_log(task: Task, tables: dict, corpus: Corpus) -> pd.DataFrame:
+    """The task's history events as a canonical purchase log (categories + description + time); the categories and
+    description come from the task file's ``history_log``."""
+    spec = task_spec(task.name)
+    if spec.history_log is None:
+        raise ValueError(f"task {task.name!r} has no history log (T-Trans does not apply)")
     history = task.history
-    items = task.items.set_index("item_id")
     out = pd.DataFrame({"user_id": history["user_id"].astype(str).to_numpy(),
                         "timestamp": pd.to_datetime(history["timestamp"]).to_numpy()})
-    if task.name == "featured_products":
-        products = tables["products"]
-        table = _completejourney_product_table(products, corpus.fourth_level())
-        table.index = products["product_id"].astype(str).to_numpy()
-        rows = table.reindex(history["item_id"].astype(str).to_numpy())
-        for column in ("category_1", "category_2", "category_3", "category_4", "description"):
-            out[column] = rows[column].to_numpy(dtype=object)
-        fallback = pd.Series(items["text"].reindex(history["item_id"].astype(str)).to_numpy(), index=out.index)
-        out["description"] = out["description"].fillna(fallback)
-    elif task.name == "next_product_type":
-        products = tables["products"].dropna(subset=["product_type"])
-        modes = products.groupby("product_type").agg(
-            category_1=("department", lambda s: s.mode().iat[0] if len(s.mode()) else None),
-            category_2=("product_category", lambda s: s.mode().iat[0] if len(s.mode()) else None))
-        kinds = modes.reindex(history["item_id"].to_numpy())
-        out["category_1"] = kinds["category_1"].to_numpy(dtype=object)
-        out["category_2"] = kinds["category_2"].to_numpy(dtype=object)
-        out["category_3"] = history["item_id"].to_numpy(dtype=object)
-        out["category_4"] = None
-        out["description"] = items["text"].reindex(history["item_id"]).to_numpy(dtype=object)
-    else:  # campaign coupons: a coupon has no category of its own; its text summarises its products
-        for column in ("category_1", "category_2", "category_3", "category_4"):
-            out[column] = None
-        out["description"] = items["text"].reindex(history["item_id"].astype(str)).to_numpy(dtype=object)
-    out["description"] = out["description"].fillna("unknown product")
+    columns = spec.history_log(task, tables, corpus.fourth_level())
+    for column in HISTORY_LOG_COLUMNS:
+        out[column] = columns[column].to_numpy(dtype=object)
+    out["description"] = out["description"].fillna(MISSING_DESCRIPTION)
     return out
 
 
@@ -169,4 +181,4 @@ def item_features(task: Task, corpus: Corpus, cache_dir=None) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-__all__ = ["Corpus", "SequenceInputs", "history_inputs", "item_features", "purchase_inputs"]
+__all__ = ["Corpus", "SequenceInputs", "embed_users", "history_inputs", "item_features", "purchase_inputs"]

@@ -43,7 +43,7 @@ from .evaluation import (
     sampled_ranking_metrics,
 )
 from .baselines import MAX_VALIDATION_INSTANCES, validation_instances, validation_mrr
-from .inputs import Corpus, SequenceInputs, history_inputs, item_features, purchase_inputs
+from .inputs import Corpus, SequenceInputs, embed_users, history_inputs, item_features, purchase_inputs
 from .models import (
     REC_DIM,
     ItemTower,
@@ -231,19 +231,11 @@ class Inputs:
         write_user_embeddings(self.out / "embeddings" / f"{name}.parquet", self.purchases.user_ids, vectors)
 
     def _user_embeddings(self, name: str, path: Path) -> np.ndarray:
-        from modeling_shopperbert import UserEncoder
-
         start = time.perf_counter()
-        encoder = UserEncoder.from_pretrained(path, device="cpu")
-        encoder.text_embeddings = self.purchases.text_embeddings
-        rows = self.purchases.rows
-        keep = np.flatnonzero(self.purchases.lengths > 0)
-        # a household without purchases in the corpus window gets the zero vector (the mean of nothing)
-        vectors = np.zeros((len(rows), encoder.config.hidden_size), dtype=np.float32)
-        if len(keep):
-            vectors[keep] = encoder.encode([rows[i] for i in keep], batch_size=64, show_progress_bar=False)
-        if len(keep) < len(rows):
-            self.log(f"{len(rows) - len(keep)} of {len(rows)} households have no purchase in the corpus window "
+        vectors = embed_users(path, self.purchases)  # zero vectors for households without purchases
+        empty = int((self.purchases.lengths == 0).sum())
+        if empty:
+            self.log(f"{empty} of {len(vectors)} households have no purchase in the corpus window "
                      f"[{self.corpus.metadata.get('start_date')}, cutoff): zero user embeddings")
         self._write_embeddings(name, vectors)
         self.log(f"user embeddings {name}: {vectors.shape} in {time.perf_counter() - start:.1f} s")
