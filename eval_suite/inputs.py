@@ -8,12 +8,15 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from .models import UserInputs
+from .representations import build_representations, parse_representations
 from .tasks import CUTOFF, MISSING_DESCRIPTION, Task, task_spec
 from .tasks.task import HISTORY_LOG_COLUMNS
 
@@ -181,4 +184,98 @@ def item_features(task: Task, corpus: Corpus, cache_dir=None) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-__all__ = ["Corpus", "SequenceInputs", "embed_users", "history_inputs", "item_features", "purchase_inputs"]
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-run shared inputs
+# ---------------------------------------------------------------------------------------------------------------
+class Inputs:
+    """What every model of a run reads, computed once: the purchase sequences, each checkpoint's user embeddings and
+    the representation baselines (`embeddings`, keyed by checkpoint name and by "SVD" / "SBERT-mean" / "Random";
+    `representations` lists the latter: they are not checkpoints), task histories, item features and the
+    label-free recommenders. `options`: the run's `eval_suite.run.RunOptions` (its representations and
+    trans_max_length)."""
+
+    def __init__(self, corpus: Corpus, checkpoints: dict[str, Path], out: Path, options, log,
+                 representation_dim: int | None = None):
+        self.corpus = corpus
+        self.out = out
+        self.options = options
+        self.log = log
+        start = time.perf_counter()
+        self.purchases: SequenceInputs = purchase_inputs(corpus)
+        log(f"purchase sequences of {len(self.purchases.user_ids)} households before the cutoff "
+            f"({time.perf_counter() - start:.1f} s)")
+        self.embeddings = {name: self._user_embeddings(name, path) for name, path in checkpoints.items()}
+        self.checkpoints = checkpoints
+        self.representations = self._representations(representation_dim)
+        self._histories: dict[str, SequenceInputs] = {}
+        self._items: dict[str, np.ndarray] = {}
+        self._recommenders: dict[tuple[str, str], object] = {}
+
+    def _representations(self, dim: int | None) -> list[str]:
+        """The representation baselines of `options.representations`, added to `embeddings` and written to
+        out/embeddings/<name>.parquet; dimension = the first checkpoint's hidden size (or `dim`)."""
+        names = parse_representations(self.options.representations)
+        if not names:
+            return []
+        if dim is None:
+            if not self.embeddings:
+                raise ValueError("the representation baselines need a checkpoint (its hidden size) or a dimension")
+            dim = next(iter(self.embeddings.values())).shape[1]
+        start = time.perf_counter()
+        vectors = build_representations(names, self.purchases, dim)
+        for name, matrix in vectors.items():
+            if name in self.embeddings:
+                raise ValueError(f"a checkpoint is named {name!r} like a representation baseline; rename it")
+            self.embeddings[name] = matrix
+            self._write_embeddings(name, matrix)
+        self.log(f"representation baselines {', '.join(f'{n} {v.shape}' for n, v in vectors.items())} in "
+                 f"{time.perf_counter() - start:.1f} s")
+        return list(vectors)
+
+    def _write_embeddings(self, name: str, vectors: np.ndarray) -> None:
+        from modeling_shopperbert import write_user_embeddings
+
+        write_user_embeddings(self.out / "embeddings" / f"{name}.parquet", self.purchases.user_ids, vectors)
+
+    def _user_embeddings(self, name: str, path: Path) -> np.ndarray:
+        start = time.perf_counter()
+        vectors = embed_users(path, self.purchases)  # zero vectors for households without purchases
+        empty = int((self.purchases.lengths == 0).sum())
+        if empty:
+            self.log(f"{empty} of {len(vectors)} households have no purchase in the corpus window "
+                     f"[{self.corpus.metadata.get('start_date')}, cutoff): zero user embeddings")
+        self._write_embeddings(name, vectors)
+        self.log(f"user embeddings {name}: {vectors.shape} in {time.perf_counter() - start:.1f} s")
+        return vectors
+
+    def vectors(self, name: str) -> UserInputs:
+        return UserInputs(self.purchases.user_ids, vectors=self.embeddings[name])
+
+    def sequences(self, with_vectors: str | None = None) -> UserInputs:
+        return UserInputs(self.purchases.user_ids, vectors=self.embeddings[with_vectors] if with_vectors else None,
+                          rows=self.purchases.rows, text_embeddings=self.purchases.text_embeddings,
+                          max_length=self.options.trans_max_length)
+
+    def history(self, task, tables) -> UserInputs:
+        if task.name not in self._histories:
+            self._histories[task.name] = history_inputs(task, tables, self.corpus, self.purchases.user_ids)
+        h = self._histories[task.name]
+        return UserInputs(h.user_ids, rows=h.rows, text_embeddings=h.text_embeddings,
+                          max_length=self.options.trans_max_length)
+
+    def items(self, task) -> np.ndarray:
+        if task.name not in self._items:
+            self._items[task.name] = item_features(task, self.corpus)
+        return self._items[task.name]
+
+    def recommender(self, kind: str, task, tables):
+        """A label-free recommender ("popularity", "cooccurrence") of the task, built once for all seeds."""
+        from . import baselines
+
+        key = (kind, task.name)
+        if key not in self._recommenders:
+            self._recommenders[key] = baselines.make_recommender(kind, task, tables)
+        return self._recommenders[key]
+
+__all__ = ["Corpus", "Inputs", "SequenceInputs", "embed_users", "history_inputs", "item_features", "purchase_inputs"]
