@@ -37,13 +37,6 @@ def product_lookup(products: pd.DataFrame, product_ids, column: str) -> np.ndarr
     return out
 
 
-def clean_text(s) -> str | None:
-    if s is None or (isinstance(s, float) and math.isnan(s)) or s is pd.NA:
-        return None
-    s = str(s).strip()
-    return s or None
-
-
 def clean_col(values) -> np.ndarray:
     """Strip strings; empty or missing -> None (object array)."""
     ser = pd.Series(values, dtype=object)
@@ -75,17 +68,11 @@ def top_values(keys, values, k: int) -> dict:
 
 def product_descriptions(products: pd.DataFrame) -> pd.Series:
     """Per product, ``"<product type> | <product category> | <department> | <brand> brand | <package size>"`` in
-    lower case, missing parts left out (the same layout as the pre-training descriptions in data_prep)."""
-    texts = []
-    cols = [products[c].to_numpy(dtype=object) for c in
-            ("product_type", "product_category", "department", "brand", "package_size")]
-    for ptype, cat, dept, brand, size in zip(*cols):
-        brand = clean_text(brand)
-        parts = [clean_text(ptype), clean_text(cat), clean_text(dept),
-                 None if brand is None else f"{brand} brand", clean_text(size)]
-        text = " | ".join(p.lower() for p in parts if p)
-        texts.append(text or MISSING_DESCRIPTION)
-    return pd.Series(texts, index=products.index, dtype=object)
+    lower case, missing parts left out: the pre-training descriptions, written by data_prep's one function."""
+    from data_prep.sources import _completejourney_product_table
+
+    text = _completejourney_product_table(products, fourth_level="brand")["description"]  # level 4 is unused here
+    return pd.Series(text.astype(object).to_numpy(), index=products.index, dtype=object)
 
 
 def group_positions(keys: np.ndarray, positions: np.ndarray) -> dict:
