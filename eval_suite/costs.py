@@ -185,18 +185,11 @@ def user_embeddings(checkpoint: Path, purchases, users, embeddings_path: Path | 
             raise SystemExit(f"error: --embeddings {embeddings_path} lacks {len(missing)} of the task's users, "
                              f"e.g. {missing[:3]}")
         return vectors[[position[u] for u in users]], None
-    from modeling_shopperbert import UserEncoder
+    from .inputs import embed_users
 
     start = time.perf_counter()
-    encoder = UserEncoder.from_pretrained(checkpoint, device=device)
-    encoder.text_embeddings = purchases.text_embeddings
-    index = {u: i for i, u in enumerate(purchases.user_ids)}
-    rows = [purchases.rows[index[u]] for u in users]
-    keep = [i for i, row in enumerate(rows) if len(row["text_idx"])]
     # a user without purchases in the corpus window gets the zero vector, as in `eval_suite run`
-    vectors = np.zeros((len(rows), encoder.config.hidden_size), dtype=np.float32)
-    if keep:
-        vectors[keep] = encoder.encode([rows[i] for i in keep], batch_size=64, show_progress_bar=False)
+    vectors = embed_users(checkpoint, purchases, users, device=device)
     seconds = time.perf_counter() - start
     log(f"encoded {len(users)} users with the checkpoint in {seconds:.1f} s (U-MLP's one-off pre-computation)")
     return np.asarray(vectors, dtype=np.float32), seconds

@@ -8,13 +8,17 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .tasks import CUTOFF, Task
+from .models import UserInputs
+from .representations import build_representations, parse_representations
+from .tasks import CUTOFF, MISSING_DESCRIPTION, Task, task_spec
+from .tasks.task import HISTORY_LOG_COLUMNS
 
 
 @dataclass
@@ -93,39 +97,50 @@ def purchase_inputs(corpus: Corpus, user_ids=None, cutoff=CUTOFF, cache_dir=None
     return SequenceInputs(ids, _rows_by_user(dataset, ids), matrix)
 
 
-def _history_log(task: Task, tables: dict, corpus: Corpus) -> pd.DataFrame:
-    """The task's history events as a canonical purchase log (categories + description + time)."""
-    from data_prep.sources import _completejourney_product_table
+def embed_users(checkpoint, purchases: SequenceInputs, user_ids=None, device: str = "cpu", batch_size: int = 64
+                ) -> np.ndarray:
+    """Pre-trained user embeddings of a checkpoint (a folder) or a loaded ``UserEncoder``, from the purchase
+    sequences of ``purchase_inputs``: one float32 row per user of ``user_ids`` (default: every user of
+    ``purchases``, in its order). A user without any purchase in the corpus window gets the zero vector (the mean
+    of nothing), as U-MLP sees it in ``eval_suite run``.
 
+        vectors = embed_users("runs/cj-small/final", purchase_inputs(Corpus.load("data/cj")))  # (2447, hidden)
+    """
+    from modeling_shopperbert import UserEncoder
+
+    encoder = checkpoint if isinstance(checkpoint, UserEncoder) else UserEncoder.from_pretrained(checkpoint,
+                                                                                                 device=device)
+    encoder.text_embeddings = purchases.text_embeddings
+    if user_ids is None:
+        positions = np.arange(len(purchases.user_ids))
+    else:
+        index = {u: i for i, u in enumerate(purchases.user_ids)}
+        missing = [u for u in user_ids if u not in index]
+        if missing:
+            raise KeyError(f"{len(missing)} users have no purchase sequence (not households of the corpus' source), "
+                           f"e.g. {missing[:3]}")
+        positions = np.array([index[u] for u in user_ids], dtype=np.int64)
+    keep = np.flatnonzero(purchases.lengths[positions] > 0)
+    vectors = np.zeros((len(positions), encoder.config.hidden_size), dtype=np.float32)
+    if len(keep):
+        vectors[keep] = encoder.encode([purchases.rows[positions[i]] for i in keep], batch_size=batch_size,
+                                       show_progress_bar=False)
+    return vectors
+
+
+def _history_log(task: Task, tables: dict, corpus: Corpus) -> pd.DataFrame:
+    """The task's history events as a canonical purchase log (categories + description + time); the categories and
+    description come from the task file's ``history_log``."""
+    spec = task_spec(task.name)
+    if spec.history_log is None:
+        raise ValueError(f"task {task.name!r} has no history log (T-Trans does not apply)")
     history = task.history
-    items = task.items.set_index("item_id")
     out = pd.DataFrame({"user_id": history["user_id"].astype(str).to_numpy(),
                         "timestamp": pd.to_datetime(history["timestamp"]).to_numpy()})
-    if task.name == "featured_products":
-        products = tables["products"]
-        table = _completejourney_product_table(products, corpus.fourth_level())
-        table.index = products["product_id"].astype(str).to_numpy()
-        rows = table.reindex(history["item_id"].astype(str).to_numpy())
-        for column in ("category_1", "category_2", "category_3", "category_4", "description"):
-            out[column] = rows[column].to_numpy(dtype=object)
-        fallback = pd.Series(items["text"].reindex(history["item_id"].astype(str)).to_numpy(), index=out.index)
-        out["description"] = out["description"].fillna(fallback)
-    elif task.name == "next_product_type":
-        products = tables["products"].dropna(subset=["product_type"])
-        modes = products.groupby("product_type").agg(
-            category_1=("department", lambda s: s.mode().iat[0] if len(s.mode()) else None),
-            category_2=("product_category", lambda s: s.mode().iat[0] if len(s.mode()) else None))
-        kinds = modes.reindex(history["item_id"].to_numpy())
-        out["category_1"] = kinds["category_1"].to_numpy(dtype=object)
-        out["category_2"] = kinds["category_2"].to_numpy(dtype=object)
-        out["category_3"] = history["item_id"].to_numpy(dtype=object)
-        out["category_4"] = None
-        out["description"] = items["text"].reindex(history["item_id"]).to_numpy(dtype=object)
-    else:  # campaign coupons: a coupon has no category of its own; its text summarises its products
-        for column in ("category_1", "category_2", "category_3", "category_4"):
-            out[column] = None
-        out["description"] = items["text"].reindex(history["item_id"].astype(str)).to_numpy(dtype=object)
-    out["description"] = out["description"].fillna("unknown product")
+    columns = spec.history_log(task, tables, corpus.fourth_level())
+    for column in HISTORY_LOG_COLUMNS:
+        out[column] = columns[column].to_numpy(dtype=object)
+    out["description"] = out["description"].fillna(MISSING_DESCRIPTION)
     return out
 
 
@@ -169,4 +184,98 @@ def item_features(task: Task, corpus: Corpus, cache_dir=None) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-__all__ = ["Corpus", "SequenceInputs", "history_inputs", "item_features", "purchase_inputs"]
+
+# ---------------------------------------------------------------------------------------------------------------
+# Per-run shared inputs
+# ---------------------------------------------------------------------------------------------------------------
+class Inputs:
+    """What every model of a run reads, computed once: the purchase sequences, each checkpoint's user embeddings and
+    the representation baselines (`embeddings`, keyed by checkpoint name and by "SVD" / "SBERT-mean" / "Random";
+    `representations` lists the latter: they are not checkpoints), task histories, item features and the
+    label-free recommenders. `options`: the run's `eval_suite.run.RunOptions` (its representations and
+    trans_max_length)."""
+
+    def __init__(self, corpus: Corpus, checkpoints: dict[str, Path], out: Path, options, log,
+                 representation_dim: int | None = None):
+        self.corpus = corpus
+        self.out = out
+        self.options = options
+        self.log = log
+        start = time.perf_counter()
+        self.purchases: SequenceInputs = purchase_inputs(corpus)
+        log(f"purchase sequences of {len(self.purchases.user_ids)} households before the cutoff "
+            f"({time.perf_counter() - start:.1f} s)")
+        self.embeddings = {name: self._user_embeddings(name, path) for name, path in checkpoints.items()}
+        self.checkpoints = checkpoints
+        self.representations = self._representations(representation_dim)
+        self._histories: dict[str, SequenceInputs] = {}
+        self._items: dict[str, np.ndarray] = {}
+        self._recommenders: dict[tuple[str, str], object] = {}
+
+    def _representations(self, dim: int | None) -> list[str]:
+        """The representation baselines of `options.representations`, added to `embeddings` and written to
+        out/embeddings/<name>.parquet; dimension = the first checkpoint's hidden size (or `dim`)."""
+        names = parse_representations(self.options.representations)
+        if not names:
+            return []
+        if dim is None:
+            if not self.embeddings:
+                raise ValueError("the representation baselines need a checkpoint (its hidden size) or a dimension")
+            dim = next(iter(self.embeddings.values())).shape[1]
+        start = time.perf_counter()
+        vectors = build_representations(names, self.purchases, dim)
+        for name, matrix in vectors.items():
+            if name in self.embeddings:
+                raise ValueError(f"a checkpoint is named {name!r} like a representation baseline; rename it")
+            self.embeddings[name] = matrix
+            self._write_embeddings(name, matrix)
+        self.log(f"representation baselines {', '.join(f'{n} {v.shape}' for n, v in vectors.items())} in "
+                 f"{time.perf_counter() - start:.1f} s")
+        return list(vectors)
+
+    def _write_embeddings(self, name: str, vectors: np.ndarray) -> None:
+        from modeling_shopperbert import write_user_embeddings
+
+        write_user_embeddings(self.out / "embeddings" / f"{name}.parquet", self.purchases.user_ids, vectors)
+
+    def _user_embeddings(self, name: str, path: Path) -> np.ndarray:
+        start = time.perf_counter()
+        vectors = embed_users(path, self.purchases)  # zero vectors for households without purchases
+        empty = int((self.purchases.lengths == 0).sum())
+        if empty:
+            self.log(f"{empty} of {len(vectors)} households have no purchase in the corpus window "
+                     f"[{self.corpus.metadata.get('start_date')}, cutoff): zero user embeddings")
+        self._write_embeddings(name, vectors)
+        self.log(f"user embeddings {name}: {vectors.shape} in {time.perf_counter() - start:.1f} s")
+        return vectors
+
+    def vectors(self, name: str) -> UserInputs:
+        return UserInputs(self.purchases.user_ids, vectors=self.embeddings[name])
+
+    def sequences(self, with_vectors: str | None = None) -> UserInputs:
+        return UserInputs(self.purchases.user_ids, vectors=self.embeddings[with_vectors] if with_vectors else None,
+                          rows=self.purchases.rows, text_embeddings=self.purchases.text_embeddings,
+                          max_length=self.options.trans_max_length)
+
+    def history(self, task, tables) -> UserInputs:
+        if task.name not in self._histories:
+            self._histories[task.name] = history_inputs(task, tables, self.corpus, self.purchases.user_ids)
+        h = self._histories[task.name]
+        return UserInputs(h.user_ids, rows=h.rows, text_embeddings=h.text_embeddings,
+                          max_length=self.options.trans_max_length)
+
+    def items(self, task) -> np.ndarray:
+        if task.name not in self._items:
+            self._items[task.name] = item_features(task, self.corpus)
+        return self._items[task.name]
+
+    def recommender(self, kind: str, task, tables):
+        """A label-free recommender ("popularity", "cooccurrence") of the task, built once for all seeds."""
+        from . import baselines
+
+        key = (kind, task.name)
+        if key not in self._recommenders:
+            self._recommenders[key] = baselines.make_recommender(kind, task, tables)
+        return self._recommenders[key]
+
+__all__ = ["Corpus", "Inputs", "SequenceInputs", "embed_users", "history_inputs", "item_features", "purchase_inputs"]

@@ -43,7 +43,7 @@ from .evaluation import (
     sampled_ranking_metrics,
 )
 from .baselines import MAX_VALIDATION_INSTANCES, validation_instances, validation_mrr
-from .inputs import Corpus, SequenceInputs, history_inputs, item_features, purchase_inputs
+from .inputs import Corpus, Inputs
 from .models import (
     REC_DIM,
     ItemTower,
@@ -55,7 +55,7 @@ from .models import (
     small_transformer_config,
     user_scores,
 )
-from .representations import DISPLAY_NAMES, build_representations, parse_representations
+from .representations import DISPLAY_NAMES, parse_representations
 from .tasks import (
     build_task,
     cold_heavy_users,
@@ -176,107 +176,6 @@ def parse_models(specs: list[str]) -> dict[str, Path]:
     except ValueError as err:
         print(err, file=sys.stderr)
         raise SystemExit(2) from None
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Per-run shared inputs
-# ---------------------------------------------------------------------------------------------------------------
-class Inputs:
-    """What every model of a run reads, computed once: the purchase sequences, each checkpoint's user embeddings and
-    the representation baselines (`embeddings`, keyed by checkpoint name and by "SVD" / "SBERT-mean" / "Random";
-    `representations` lists the latter: they are not checkpoints), task histories, item features and the
-    label-free recommenders."""
-
-    def __init__(self, corpus: Corpus, checkpoints: dict[str, Path], out: Path, options: RunOptions, log,
-                 representation_dim: int | None = None):
-        self.corpus = corpus
-        self.out = out
-        self.options = options
-        self.log = log
-        start = time.perf_counter()
-        self.purchases: SequenceInputs = purchase_inputs(corpus)
-        log(f"purchase sequences of {len(self.purchases.user_ids)} households before the cutoff "
-            f"({time.perf_counter() - start:.1f} s)")
-        self.embeddings = {name: self._user_embeddings(name, path) for name, path in checkpoints.items()}
-        self.checkpoints = checkpoints
-        self.representations = self._representations(representation_dim)
-        self._histories: dict[str, SequenceInputs] = {}
-        self._items: dict[str, np.ndarray] = {}
-        self._recommenders: dict[tuple[str, str], object] = {}
-
-    def _representations(self, dim: int | None) -> list[str]:
-        """The representation baselines of `options.representations`, added to `embeddings` and written to
-        out/embeddings/<name>.parquet; dimension = the first checkpoint's hidden size (or `dim`)."""
-        names = parse_representations(self.options.representations)
-        if not names:
-            return []
-        if dim is None:
-            if not self.embeddings:
-                raise ValueError("the representation baselines need a checkpoint (its hidden size) or a dimension")
-            dim = next(iter(self.embeddings.values())).shape[1]
-        start = time.perf_counter()
-        vectors = build_representations(names, self.purchases, dim)
-        for name, matrix in vectors.items():
-            if name in self.embeddings:
-                raise ValueError(f"a checkpoint is named {name!r} like a representation baseline; rename it")
-            self.embeddings[name] = matrix
-            self._write_embeddings(name, matrix)
-        self.log(f"representation baselines {', '.join(f'{n} {v.shape}' for n, v in vectors.items())} in "
-                 f"{time.perf_counter() - start:.1f} s")
-        return list(vectors)
-
-    def _write_embeddings(self, name: str, vectors: np.ndarray) -> None:
-        from modeling_shopperbert import write_user_embeddings
-
-        write_user_embeddings(self.out / "embeddings" / f"{name}.parquet", self.purchases.user_ids, vectors)
-
-    def _user_embeddings(self, name: str, path: Path) -> np.ndarray:
-        from modeling_shopperbert import UserEncoder
-
-        start = time.perf_counter()
-        encoder = UserEncoder.from_pretrained(path, device="cpu")
-        encoder.text_embeddings = self.purchases.text_embeddings
-        rows = self.purchases.rows
-        keep = np.flatnonzero(self.purchases.lengths > 0)
-        # a household without purchases in the corpus window gets the zero vector (the mean of nothing)
-        vectors = np.zeros((len(rows), encoder.config.hidden_size), dtype=np.float32)
-        if len(keep):
-            vectors[keep] = encoder.encode([rows[i] for i in keep], batch_size=64, show_progress_bar=False)
-        if len(keep) < len(rows):
-            self.log(f"{len(rows) - len(keep)} of {len(rows)} households have no purchase in the corpus window "
-                     f"[{self.corpus.metadata.get('start_date')}, cutoff): zero user embeddings")
-        self._write_embeddings(name, vectors)
-        self.log(f"user embeddings {name}: {vectors.shape} in {time.perf_counter() - start:.1f} s")
-        return vectors
-
-    def vectors(self, name: str) -> UserInputs:
-        return UserInputs(self.purchases.user_ids, vectors=self.embeddings[name])
-
-    def sequences(self, with_vectors: str | None = None) -> UserInputs:
-        return UserInputs(self.purchases.user_ids, vectors=self.embeddings[with_vectors] if with_vectors else None,
-                          rows=self.purchases.rows, text_embeddings=self.purchases.text_embeddings,
-                          max_length=self.options.trans_max_length)
-
-    def history(self, task, tables) -> UserInputs:
-        if task.name not in self._histories:
-            self._histories[task.name] = history_inputs(task, tables, self.corpus, self.purchases.user_ids)
-        h = self._histories[task.name]
-        return UserInputs(h.user_ids, rows=h.rows, text_embeddings=h.text_embeddings,
-                          max_length=self.options.trans_max_length)
-
-    def items(self, task) -> np.ndarray:
-        if task.name not in self._items:
-            self._items[task.name] = item_features(task, self.corpus)
-        return self._items[task.name]
-
-    def recommender(self, kind: str, task, tables):
-        """A label-free recommender ("popularity", "cooccurrence") of the task, built once for all seeds."""
-        from . import baselines
-
-        key = (kind, task.name)
-        if key not in self._recommenders:
-            self._recommenders[key] = baselines.make_recommender(kind, task, tables)
-        return self._recommenders[key]
 
 
 # ---------------------------------------------------------------------------------------------------------------

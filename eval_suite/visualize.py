@@ -48,10 +48,9 @@ DEFAULT_ATTRIBUTES = ("age", "income", "household_size", "kids_count", "marital_
 # ---------------------------------------------------------------------------------------------------------------
 def load_demographics(data_dir=None) -> pd.DataFrame:
     """Complete Journey's demographics table: `user_id` (str) and the attributes (str, NaN where unknown)."""
-    from .tasks import completejourney_dir
+    from data_prep.sources import read_completejourney_table
 
-    folder = Path(data_dir) if data_dir is not None else completejourney_dir()
-    demo = pd.read_parquet(folder / "demographics.parquet")
+    demo = read_completejourney_table("demographics", data_dir=data_dir)
     demo.insert(0, "user_id", demo.pop("household_id").astype(str))
     return demo.reset_index(drop=True)
 
@@ -66,18 +65,12 @@ def read_embeddings(path) -> tuple[np.ndarray, np.ndarray]:
 def encode_households(checkpoint, data, user_ids, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Embed households with a checkpoint: their purchases before the cutoff, encoded with the corpus vocabulary
     (the same inputs `eval_suite run` gives U-MLP). Households without any purchase are left out."""
-    from modeling_shopperbert import UserEncoder
+    from .inputs import Corpus, embed_users, purchase_inputs
 
-    from .inputs import Corpus, purchase_inputs
-
-    corpus = Corpus.load(data)
-    purchases = purchase_inputs(corpus)
+    purchases = purchase_inputs(Corpus.load(data))
     position = {u: i for i, u in enumerate(purchases.user_ids)}
     ids = [u for u in user_ids if u in position and purchases.lengths[position[u]] > 0]
-    encoder = UserEncoder.from_pretrained(checkpoint, device=device)
-    encoder.text_embeddings = purchases.text_embeddings
-    vectors = encoder.encode([purchases.rows[position[u]] for u in ids], batch_size=64, show_progress_bar=False)
-    return np.asarray(ids, dtype=object), np.asarray(vectors, dtype=np.float32)
+    return np.asarray(ids, dtype=object), embed_users(checkpoint, purchases, ids, device=device)
 
 
 def align(ids, vectors, demographics: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:

@@ -390,3 +390,90 @@ def test_real_data_smoke():
     assert (len(tasks["campaign_coupons"].users), len(tasks["campaign_coupons"].instances)) == (244, 853)
     neg = T.sample_negatives(tasks["campaign_coupons"], 0)
     assert (neg["num_negatives"] == 100).all()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# One file per task: the registry, each task's history log and co-occurrence link, the raw-table reader
+# ------------------------------------------------------------------------------------------------------------------
+
+def test_registry_is_collected_from_the_task_files():
+    from pathlib import Path
+
+    folder = Path(T.__file__).parent
+    task_files = sorted(p.stem for p in folder.glob("*.py") if "\nSPEC = TaskSpec(" in p.read_text())
+    assert sorted(T.TASK_NAMES) == task_files
+    assert [T.SPECS[n].number for n in T.TASK_NAMES] == [1, 2, 3, 4, 5, 6]
+    for name, spec in T.SPECS.items():
+        assert (T.TASK_KINDS[name], T.PAPER_ANALOGUES[name], T.DEFINITIONS[name], T.TASK_TABLES[name],
+                T.BUILDERS[name]) == (spec.kind, spec.paper_analogue, spec.definition, spec.tables, spec.build)
+        assert set(spec.tables) <= set(T.RAW_COLUMNS)
+        recommendation = spec.kind == "recommendation"
+        assert (spec.history_log is not None, spec.cooccurrence_link is not None) == (recommendation,) * 2, name
+    assert [n for n, s in T.SPECS.items() if s.static_label] == ["kids"]
+    with pytest.raises(ValueError, match="unknown task 'gender'; choose one of"):
+        T.task_spec("gender")
+
+
+def test_no_module_outside_the_task_files_branches_on_a_task_name():
+    """A task's own behaviour lives in its file: no `task.name == "featured_products"` elsewhere in eval_suite."""
+    import ast
+    from pathlib import Path
+
+    root = Path(T.__file__).parents[1]
+    found = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq)) for op in node.ops):
+                constants = [c.value for c in [node.left, *node.comparators] if isinstance(c, ast.Constant)]
+                found += [f"{path.name}:{node.lineno} {c}" for c in constants if c in T.TASK_NAMES]
+    assert not found
+
+
+@pytest.mark.parametrize("name", ["featured_products", "campaign_coupons", "next_product_type"])
+def test_history_log_gives_every_history_event_its_tokens(name):
+    from eval_suite.inputs import _history_log
+    from eval_suite.tasks.task import HISTORY_LOG_COLUMNS
+
+    tables = mini_tables()
+    task = T.build_task(name, tables)
+    log = T.SPECS[name].history_log(task, tables, "brand")
+    assert list(log.columns) == list(HISTORY_LOG_COLUMNS) and len(log) == len(task.history) > 0
+    full = _history_log(task, tables, type("Corpus", (), {"fourth_level": lambda self: "brand"})())
+    assert full["user_id"].tolist() == task.history["user_id"].tolist()
+    assert full["description"].notna().all()
+    first = dict(zip(full.columns, full.iloc[0]))
+    expected = {"featured_products": ("GROCERY", "MILK", "MILK WHITE", "National", "milk white | milk | grocery | "
+                                      "national brand | 1 ga"),   # household 1's milk, bought before the cutoff
+                "campaign_coupons": (None, None, None, None, "coupon | kids cereal, milk white | cereal, milk | "
+                                     "grocery | national and private brand | 2 products"),   # 1 redeemed coupon 100
+                "next_product_type": ("GROCERY", "MILK", "MILK WHITE", None, "milk white | milk | grocery")}[name]
+    assert tuple(first[c] for c in HISTORY_LOG_COLUMNS) == expected
+
+
+def test_cooccurrence_links_per_task():
+    tables = mini_tables()
+    featured, coupons, types = (T.build_task(n, tables) for n in ("featured_products", "campaign_coupons",
+                                                                   "next_product_type"))
+    rows, concepts = T.SPECS["featured_products"].cooccurrence_link(featured, tables, "type")
+    assert dict(zip(featured.items["item_id"].to_numpy()[rows], concepts))["2"] == "KIDS CEREAL"
+    rows, concepts = T.SPECS["campaign_coupons"].cooccurrence_link(coupons, tables, "product")
+    linked = sorted(zip(coupons.items["item_id"].to_numpy()[rows], concepts))
+    assert [c for item, c in linked if item == "100"] == ["1", "2"]   # coupon 100 covers milk and kids cereal
+    with pytest.raises(ValueError, match="use level='type'"):
+        T.SPECS["next_product_type"].cooccurrence_link(types, tables, "product")
+
+
+def test_raw_tables_come_through_data_prep_with_clear_errors(tmp_path):
+    from data_prep.sources import read_completejourney_table
+    from data_prep.schema import DataPrepError
+
+    tables = mini_tables()
+    for name in ("demographics", "promotions"):
+        tables[name].to_parquet(tmp_path / f"{name}.parquet")
+    read = T.load_raw_tables(tmp_path, tables=["demographics", "promotions"])
+    pd.testing.assert_frame_equal(read["demographics"], tables["demographics"])
+    assert sorted(read["promotions"]["mailer_location"].unique()) == ["D", "F", "H", "L"]   # featured rows only
+    with pytest.raises(DataPrepError, match=r"table 'coupons': .*coupons.parquet does not exist"):
+        T.load_raw_tables(tmp_path, tables=["coupons"])
+    with pytest.raises(DataPrepError, match=r"demographics.parquet: no column\(s\) \['age'\]"):
+        read_completejourney_table("demographics", ["household_id", "age"], data_dir=tmp_path)
