@@ -97,12 +97,13 @@ def purchase_inputs(corpus: Corpus, user_ids=None, cutoff=CUTOFF, cache_dir=None
     return SequenceInputs(ids, _rows_by_user(dataset, ids), matrix)
 
 
-def embed_users(checkpoint, purchases: SequenceInputs, user_ids=None, device: str = "cpu", batch_size: int = 64
-                ) -> np.ndarray:
+def embed_users(checkpoint, purchases: SequenceInputs, user_ids=None, device: str = "cpu", batch_size: int = 64,
+                **encode_options) -> np.ndarray:
     """Pre-trained user embeddings of a checkpoint (a folder) or a loaded ``UserEncoder``, from the purchase
     sequences of ``purchase_inputs``: one float32 row per user of ``user_ids`` (default: every user of
     ``purchases``, in its order). A user without any purchase in the corpus window gets the zero vector (the mean
-    of nothing), as U-MLP sees it in ``eval_suite run``.
+    of nothing), as U-MLP sees it in ``eval_suite run``. ``encode_options`` go to ``UserEncoder.encode`` (e.g.
+    ``hidden_layer=0`` or ``user_representation="cls"``).
 
         vectors = embed_users("runs/cj-small/final", purchase_inputs(Corpus.load("data/cj")))  # (2447, hidden)
     """
@@ -124,7 +125,7 @@ def embed_users(checkpoint, purchases: SequenceInputs, user_ids=None, device: st
     vectors = np.zeros((len(positions), encoder.config.hidden_size), dtype=np.float32)
     if len(keep):
         vectors[keep] = encoder.encode([purchases.rows[positions[i]] for i in keep], batch_size=batch_size,
-                                       show_progress_bar=False)
+                                       show_progress_bar=False, **encode_options)
     return vectors
 
 

@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dim", type=int, default=None,
                         help="dimension of the SVD and random vectors (default: the first checkpoint's hidden size; "
                              "needed without --model)")
+    parser.add_argument("--layers", action="store_true",
+                        help="also probe each checkpoint's mean of every layer's states (NAME layer 0 = the input "
+                             "embeddings ... NAME layer L = the last) and its [CLS] vector (NAME [CLS]): does the "
+                             "pooling matter?")
     parser.add_argument("--out", default="results/probe", help="output folder (results.json, embeddings/)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for encoding")
     return parser
@@ -93,7 +97,7 @@ def main(argv=None) -> int:
     seeds = list(range(args.first_seed, args.first_seed + args.repeats))
     command = shlex.join(["python", "-m", "eval_suite", "probe", *(sys.argv[1:] if argv is None else argv)])
     results = probe(checkpoints, Path(args.data), tasks, Path(args.out), seeds, representations, args.dim,
-                    args.threads, command=command)
+                    args.threads, command=command, layers=args.layers)
     print("\n" + format_table(results))
     print(f"\nwrote {Path(args.out) / 'results.json'} ({results['seconds']:.0f} s)")
     return 0
@@ -225,9 +229,11 @@ def _json_default(value):
 
 
 def probe(checkpoints: dict, data: Path, task_names, out: Path, seeds, representations=("svd", "sbert", "random"),
-          dim: int | None = None, threads: int | None = None, log=print, command: str | None = None) -> dict:
+          dim: int | None = None, threads: int | None = None, log=print, command: str | None = None,
+          layers: bool = False) -> dict:
     """Encode the households with every checkpoint, build the representation baselines, probe every task and seed,
-    and write `out/results.json` (`command`, the literal command line, goes to its config)."""
+    and write `out/results.json` (`command`, the literal command line, goes to its config). With `layers`, every
+    checkpoint is also probed pooled over each layer and by its [CLS] vector (`layer_embeddings`)."""
     import torch
 
     from .inputs import Corpus
@@ -242,10 +248,15 @@ def probe(checkpoints: dict, data: Path, task_names, out: Path, seeds, represent
     inputs = Inputs(Corpus.load(data), checkpoints, out, options, log, representation_dim=dim)
     tables = load_raw_tables(tables=tables_for(task_names))
     tasks = {name: build_task(name, tables) for name in task_names}
-    probed = probe_tasks(tasks, inputs.purchases.user_ids, inputs.embeddings, list(seeds), log)
+    embeddings = dict(inputs.embeddings)
+    if layers:
+        for name, path in checkpoints.items():
+            embeddings.update(layer_embeddings(name, path, inputs.purchases, log))
+    probed = probe_tasks(tasks, inputs.purchases.user_ids, embeddings, list(seeds), log)
     results = {"config": {"command": command or "probe", "checkpoints": {k: str(v) for k, v in checkpoints.items()},
                          "data": str(data), "tasks": list(task_names), "seeds": [int(s) for s in seeds],
                          "representations": list(inputs.representations), "c_grid": list(PROBE_C_GRID),
+                         "layers": layers,
                          "protocol": "linear probe: standardised features, L2 logistic regression (balanced "
                                      "classes), C chosen on validation AUROC, test AUROC"}, **probed}
     results["seconds"] = time.perf_counter() - started
@@ -253,8 +264,31 @@ def probe(checkpoints: dict, data: Path, task_names, out: Path, seeds, represent
     return results
 
 
+def layer_embeddings(name: str, path, purchases, log=print) -> dict[str, np.ndarray]:
+    """The checkpoint's households pooled like its user vector over every layer's states ("NAME layer k", k = 0 the
+    input embeddings ... L the last) and its final [CLS] vector ("NAME [CLS]"), for `probe --layers`."""
+    import warnings
+
+    from modeling_shopperbert import UserEncoder
+
+    from .inputs import embed_users
+
+    encoder = UserEncoder.from_pretrained(path, device="cpu")
+    own = encoder.config.user_representation
+    start = time.perf_counter()
+    vectors = {f"{name} layer {k}": embed_users(encoder, purchases, hidden_layer=k)
+               for k in range(encoder.config.num_hidden_layers + 1)}
+    with warnings.catch_warnings():  # the [CLS] vector of a mean-pooled checkpoint: asked for on purpose
+        warnings.simplefilter("ignore", UserWarning)
+        other = "cls" if own == "mean" else "mean"
+        vectors[f"{name} [CLS]" if other == "cls" else f"{name} mean"] = embed_users(encoder, purchases,
+                                                                                   user_representation=other)
+    log(f"{name}: {len(vectors)} layer/pooling variants in {time.perf_counter() - start:.1f} s")
+    return vectors
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["PROBE_C_GRID", "format_table", "linear_probe", "main", "probe", "probe_tasks", "write_results"]
+__all__ = ["PROBE_C_GRID", "format_table", "layer_embeddings", "linear_probe", "main", "probe", "probe_tasks", "write_results"]

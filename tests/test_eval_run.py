@@ -137,6 +137,23 @@ def test_probe_command_on_a_tiny_slice(corpus_and_model, tmp_path):
     assert "| SVD |" in result.stdout and (out / "embeddings" / "SVD.parquet").is_file()
 
 
+def test_probe_layers_pool_every_layer_and_cls(corpus_and_model):
+    """`probe --layers`: one variant per hidden state and the other pooling; the last layer is the user vector."""
+    import numpy as np
+
+    from eval_suite.inputs import Corpus, embed_users, purchase_inputs
+    from eval_suite.probe import build_parser, layer_embeddings
+
+    corpus, checkpoint = corpus_and_model
+    purchases = purchase_inputs(Corpus.load(corpus))
+    variants = layer_embeddings("MP", checkpoint, purchases, log=lambda message: None)
+    layers = json.loads((Path(checkpoint) / "config.json").read_text())["num_hidden_layers"]
+    assert list(variants) == [f"MP layer {k}" for k in range(layers + 1)] + ["MP [CLS]"]
+    np.testing.assert_allclose(variants[f"MP layer {layers}"], embed_users(checkpoint, purchases), atol=1e-6)
+    assert all(v.shape == (len(purchases.user_ids), variants["MP layer 0"].shape[1]) for v in variants.values())
+    assert build_parser().parse_args(["--model", "x", "--layers"]).layers
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Fast checks on random miniature tasks (no checkpoint, no corpus)
 # ------------------------------------------------------------------------------------------------------------------
