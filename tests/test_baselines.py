@@ -289,7 +289,6 @@ def test_run_logistic_regression_accepts_load_raw_tables_output(real_tables):
 # ------------------------------------------------------------------------------------------------------------------
 # Label-aware baselines (issue 10): train-label popularity, the hybrid, LogReg on RFM alone, validation metrics
 # ------------------------------------------------------------------------------------------------------------------
-from test_eval_tasks import random_tables, random_tasks  # noqa: E402,F401  (fixtures)
 
 
 def labelled_rec_task() -> Task:

@@ -5,9 +5,6 @@ checkpoint for the costs command; hand-made embeddings and evaluation results fo
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,30 +13,12 @@ import pytest
 import torch
 
 from eval_suite import ablation, costs, visualize
-from eval_suite.tasks import CUTOFF
+from helpers import run_python
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(args):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
-
-
-@pytest.fixture(scope="module")
-def month_corpus_and_model(tmp_path_factory):
-    """The real Complete Journey corpus of the month before the cutoff and a tiny checkpoint trained 3 steps."""
-    base = tmp_path_factory.mktemp("extras")
-    corpus = base / "cj1m"
-    _run(["-m", "data_prep", "build", "--source", "completejourney", "--start-date", "2017-09-02",
-          "--end-date", str(CUTOFF.date()), "--text-model", "hashing", "--cache-dir", str(base / "cache"),
-          "--out", str(corpus), "--quiet"])
-    run = base / "run"
-    _run(["train.py", "--data", str(corpus), "--preset", "tiny", "--output", str(run), "--max-steps", "3",
-          "--batch-size", "16", "--max-eval-users", "16", "--report-to", "none"])
-    return corpus, run / "final"
+    return run_python(args, timeout=600)
 
 
 # ---------------------------------------------------------------------------------------------------------------

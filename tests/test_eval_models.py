@@ -25,7 +25,6 @@ from eval_suite.models import (
     user_scores,
 )
 from eval_suite.report import paired_test, summarise, table4
-from test_eval_tasks import random_tables, random_tasks  # noqa: F401  (fixtures)
 
 METADATA = {"category_vocab_sizes": [10, 12, 14, 16], "text_embedding_size": 8, "year_vocab_size": 6,
             "month_vocab_size": 16, "day_vocab_size": 35, "weekday_vocab_size": 11, "hour_vocab_size": 28,

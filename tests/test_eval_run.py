@@ -5,8 +5,6 @@ command; and, fast on random miniature tasks: which rows a run plans, the protoc
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,31 +12,13 @@ import pandas as pd
 import pytest
 
 from eval_suite.tasks import CUTOFF
-from test_eval_tasks import random_tables, random_tasks  # noqa: F401  (fixtures)
+from helpers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(args, **kwargs):
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    result = subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=900, **kwargs)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
-
-
-@pytest.fixture(scope="module")
-def corpus_and_model(tmp_path_factory):
-    """The real Complete Journey corpus before the cutoff (hashing text vectors: no model download, fast) and a
-    tiny checkpoint pre-trained on it for a few steps."""
-    base = tmp_path_factory.mktemp("evalrun")
-    corpus = base / "cj"
-    _run(["-m", "data_prep", "build", "--source", "completejourney", "--end-date", str(CUTOFF.date()),
-          "--text-model", "hashing", "--cache-dir", str(base / "cache"), "--out", str(corpus), "--quiet"])
-    run = base / "run"
-    _run(["train.py", "--data", str(corpus), "--preset", "tiny", "--output", str(run), "--max-steps", "3",
-          "--batch-size", "16", "--max-eval-users", "16", "--report-to", "none"])
-    return corpus, run / "final"
+    return run_python(args, **kwargs)
 
 
 def test_inputs_end_before_the_cutoff(corpus_and_model):
@@ -108,17 +88,23 @@ def test_run_command_quick_on_a_tiny_slice(corpus_and_model, tmp_path):
     assert "<!-- results:start -->" in card.read_text()
 
 
-def test_run_command_rejects_bad_options(tmp_path):
-    env = dict(os.environ)
-    bad = subprocess.run([sys.executable, "-m", "eval_suite", "run", "--model", str(tmp_path), "--data", str(tmp_path),
-                          "--tasks", "gender"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "unknown tasks ['gender']" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "eval_suite", "run", "--model", str(tmp_path), "--data", str(tmp_path)],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "not a saved ShopperBERT folder" in bad.stderr
-    bad = subprocess.run([sys.executable, "-m", "eval_suite", "run", "--model", str(tmp_path), "--data", str(tmp_path),
-                          "--representations", "bogus"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "error: --representations bogus: unknown representation(s) ['bogus']" in bad.stderr
+def test_run_command_rejects_bad_options(tmp_path, capsys):
+    """Argument errors, checked in-process (the command line is `eval_suite.__main__.main`)."""
+    from eval_suite.__main__ import main
+
+    def run(*extra):
+        try:
+            code = main(["run", "--model", str(tmp_path), "--data", str(tmp_path), *extra])
+        except SystemExit as exc:
+            code = exc.code
+        return code, capsys.readouterr().err
+
+    code, err = run("--tasks", "gender")
+    assert code == 2 and "unknown tasks ['gender']" in err
+    code, err = run()
+    assert code != 0 and "not a saved ShopperBERT folder" in err
+    code, err = run("--representations", "bogus")
+    assert code == 2 and "error: --representations bogus: unknown representation(s) ['bogus']" in err
 
 
 def test_probe_command_on_a_tiny_slice(corpus_and_model, tmp_path):
