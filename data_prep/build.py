@@ -11,14 +11,16 @@
 The build runs in three passes over chunks of complete users (one chunk for Complete Journey), so memory is
 bounded by the largest chunk plus per-user counters:
 
-1. cutoff + de-duplication per chunk, per-user counts (chunks are spilled to parquet when there are several);
-2. user filters and the split on the per-user table; then vocabulary counts (train users only) and the distinct
-   descriptions; text embeddings (cached);
-3. per-user rows written as Arrow streams, then saved as a DatasetDict.
+1. `_load_chunks`: cutoff + de-duplication per chunk, per-user counts (chunks are spilled to parquet when there are
+   several);
+2. `_filter_and_split`: user filters and the split on the per-user table; `_count_vocabularies`: vocabulary counts
+   (train users only) and the distinct descriptions; `_write_texts`: text embeddings (cached);
+3. `_write_user_rows`: per-user rows written as Arrow streams, then assembled as a DatasetDict
+   (`data_prep.dataset_writer`).
 
 Everything is written into a temporary folder beside the target and renamed at the end, so an interrupted build
 never leaves a half-written dataset at `<out>`. `--overwrite` replaces only a folder this command wrote (marker file,
-or a corpus from before the marker) that holds nothing else, and never an input.
+or a corpus from before the marker) that holds nothing else, and never an input (`data_prep.corpus_folder`).
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ import platform
 import shutil
 import sys
 import time
-import uuid
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -53,20 +56,28 @@ from modeling_shopperbert.contract import (
 )
 
 from . import processing as P
+from .corpus_folder import (
+    DATASET_DIR,
+    DESCRIPTIONS_FILE,
+    EMBEDDINGS_FILE,
+    FORMAT_VERSION,
+    MARKER_FILE,
+    METADATA_FILE,
+    VOCAB_FILE,
+    check_output_location,
+    commit,
+    pid_alive,
+    prepare_target,
+    write_json,
+    write_marker,
+)
+from .dataset_writer import MAX_SHARD_BYTES, ShardWriter, assemble_dataset_dict
 from .schema import DataPrepError, parse_date
 from .sources import LogSource
 from .text import embed_texts, encoder_id, encoder_name, resolve_text_encoder
 
-FORMAT_VERSION = 1
-DATASET_DIR = "dataset"
-EMBEDDINGS_FILE = "text_embeddings.safetensors"
-DESCRIPTIONS_FILE = "descriptions.parquet"
-VOCAB_FILE = "vocab.json"
-METADATA_FILE = "metadata.json"
-MARKER_FILE = ".shopperbert-corpus"
-CORPUS_ENTRIES = (DATASET_DIR, EMBEDDINGS_FILE, DESCRIPTIONS_FILE, VOCAB_FILE, METADATA_FILE, MARKER_FILE)
 MAX_PRODUCT_IDS_PER_DESCRIPTION = 50
-MAX_SHARD_BYTES = 500 * 1000**2  # a new dataset shard file starts above this size (datasets' default)
+_commit, _pid_alive = commit, pid_alive  # their names before data_prep.corpus_folder (tests, synthetic.py)
 
 
 def _iso(seconds: int) -> str:
@@ -110,112 +121,6 @@ def _take_rows(compact: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
     return out
 
 
-def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def check_output_location(out, overwrite: bool = False, inputs=()) -> Path:
-    """Refuse (`DataPrepError`, before any work) an output folder that is, contains or lies inside one of `inputs`,
-    that exists without `overwrite`, that `overwrite` must not replace (see `_not_replaceable`), or whose parent
-    cannot be created. Returns `out` as a Path."""
-    out = Path(out)
-    target = out.resolve()
-    for item in inputs:
-        path = Path(item).resolve()
-        if target == path or target in path.parents or path in target.parents:
-            raise DataPrepError(f"--out {out} is, contains or lies inside the input {item}; write the corpus to "
-                                "another folder")
-    if out.exists():
-        if not overwrite:
-            raise DataPrepError(f"output folder {out} already exists; pass --overwrite to replace it")
-        if not out.is_dir():
-            raise DataPrepError(f"output path {out} exists and is not a folder")
-        _check_replaceable(out)
-    _check_parent(out)
-    return out
-
-
-def _check_replaceable(out: Path) -> None:
-    reason = _not_replaceable(out)
-    if reason:
-        raise DataPrepError(f"--overwrite refused for {out}: {reason}; nothing was deleted. Choose another --out, or "
-                            "move that folder away yourself")
-
-
-def _not_replaceable(folder: Path) -> str | None:
-    """Why `--overwrite` must not replace `folder`, or None: it may replace an empty folder or a corpus this command
-    wrote (marker file; corpora from before the marker are recognised by their files) holding only corpus files."""
-    names = {p.name for p in folder.iterdir()}
-    extra = sorted(names - set(CORPUS_ENTRIES))
-    if names and MARKER_FILE not in names and not {DATASET_DIR, METADATA_FILE, VOCAB_FILE} <= names:
-        return f"it was not written by `data_prep build` (no {MARKER_FILE} marker; it holds {sorted(names)[:5]})"
-    if extra:
-        return f"it holds files that are not part of a corpus ({extra[:5]})"
-    return None
-
-
-def _check_parent(out: Path) -> None:
-    parent = out.absolute().parent
-    existing = next(p for p in (parent, *parent.parents) if p.exists())
-    if not existing.is_dir():
-        raise DataPrepError(f"cannot create {out}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise DataPrepError(f"cannot create {out}: no permission to write in {existing}")
-
-
-def _prepare_target(out: Path, overwrite: bool, inputs=()) -> Path:
-    check_output_location(out, overwrite, inputs)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temporaries(out)
-        tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
-    except OSError as exc:
-        raise DataPrepError(f"cannot create {out}: {exc}") from None
-    return tmp
-
-
-def _write_marker(folder: Path, metadata: dict) -> None:
-    _write_json(folder / MARKER_FILE, {"written_by": "python -m data_prep build", "format_version": FORMAT_VERSION,
-                                       FINGERPRINT_KEY: metadata[FINGERPRINT_KEY]})
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_stale_temporaries(out: Path) -> None:
-    """Delete temporary folders of earlier builds of `out` whose process is gone (killed without cleanup)."""
-    for path in out.parent.glob(f".{out.name}.tmp-*"):
-        try:
-            pid = int(path.name[len(f".{out.name}.tmp-"):].split("-")[0])
-        except ValueError:
-            continue
-        if pid != os.getpid() and not _pid_alive(pid):
-            shutil.rmtree(path, ignore_errors=True)
-    for path in out.parent.glob(f".{out.name}.old-*"):  # a replaced corpus whose deletion was interrupted
-        if path.is_dir() and _not_replaceable(path) is None:
-            shutil.rmtree(path, ignore_errors=True)
-
-
-def _commit(tmp: Path, out: Path) -> None:
-    """Replace `out` by `tmp` with renames (the old folder is moved aside first, then deleted)."""
-    old = None
-    if out.exists():
-        _check_replaceable(out)  # again: the user may have put files there while the build ran
-        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None = None, text_encoder=None,
                   cache_dir=None, text_batch_size: int = 1024, overwrite: bool = False, progress: bool = True,
                   build_args: dict | None = None, log=None) -> dict:
@@ -243,12 +148,14 @@ def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None
     end_ts = parse_date(options.end_date, "--end-date") if options.end_date is not None else None
     encoder = resolve_text_encoder(text_encoder)
     out = Path(out)
-    tmp = _prepare_target(out, overwrite, getattr(source, "input_paths", ()))
+    tmp = prepare_target(out, overwrite, getattr(source, "input_paths", ()))
+    run = _BuildRun(source=source, tmp=tmp, options=options, start_ts=start_ts, end_ts=end_ts, encoder=encoder,
+                    cache_dir=cache_dir, text_batch_size=text_batch_size, progress=progress, log=log,
+                    build_args=build_args or {}, started=started)
     try:
-        metadata = _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text_batch_size,
-                          progress, build_args, log, started)
-        _write_marker(tmp, metadata)
-        _commit(tmp, out)
+        metadata = _build(run)
+        write_marker(tmp, metadata)
+        commit(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -261,28 +168,118 @@ def check_text_batch_size(value) -> None:
         raise DataPrepError(f"--text-batch-size must be a positive integer, got {value!r}")
 
 
-def _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text_batch_size, progress,
-           build_args, log, started) -> dict:
-    work = tmp / "_work"
-    store = _ChunkStore(work)
+# -- the build, step by step ------------------------------------------------------------------------------------------
+
+@dataclass
+class _BuildRun:
+    """What every step of one build reads: the checked arguments of `build_dataset`, its temporary folder and the
+    step timings it fills in."""
+
+    source: LogSource
+    tmp: Path  # the temporary corpus folder, renamed to `out` at the end
+    options: P.ProcessingOptions
+    start_ts: pd.Timestamp | None  # options.start_date, parsed
+    end_ts: pd.Timestamp | None  # options.end_date, parsed
+    encoder: object  # a resolved text encoder (`data_prep.text.resolve_text_encoder`)
+    cache_dir: object
+    text_batch_size: int
+    progress: bool
+    log: Callable[[str], None]
+    build_args: dict
+    started: float  # time.perf_counter() when build_dataset began
+    timings: dict = field(default_factory=dict)  # "<step>_seconds" -> seconds, stored in metadata.json
+
+    @property
+    def work(self) -> Path:
+        """Scratch folder inside `tmp` (spilled chunks, shard files); deleted once the dataset is assembled."""
+        return self.tmp / "_work"
+
+
+@dataclass
+class _Loaded:
+    """Pass 1: one row per user (`processing.user_table` plus the index of the chunk holding the user), the row
+    counts of metadata.json's "counts", and the first and last raw purchase (unix seconds)."""
+
+    users: pd.DataFrame
+    counts: dict
+    raw_first: int
+    raw_last: int
+
+
+@dataclass
+class _Split:
+    """The kept users with their split (column "split": 1 train, 2 validation), the filter report, and per chunk
+    its kept users (None when the filters removed all of them)."""
+
+    users: pd.DataFrame
+    filter_report: list
+    chunk_status: list
+
+
+@dataclass
+class _Vocabularies:
+    """Pass 2: the category vocabularies (train split), the year range of the date ids and the distinct
+    descriptions of the kept purchases (text_idx = row)."""
+
+    vocab: dict
+    date_base_year: int
+    last_year: int
+    year_vocab_size: int
+    descriptions: pd.DataFrame
+
+
+@dataclass
+class _Texts:
+    """The text-embedding step: the embedding size and statistics (texts, cached, encoded, ...)."""
+
+    embedding_size: int
+    stats: dict
+
+
+@dataclass
+class _Rows:
+    """Pass 3: users and purchases per split, and every written row's sequence length."""
+
+    split_counts: dict
+    lengths: np.ndarray
+
+
+def _build(run: _BuildRun) -> dict:
+    """Write the corpus files into `run.tmp`; returns the metadata written to metadata.json."""
+    store = _ChunkStore(run.work)
+    loaded = _load_chunks(run, store)
+    split = _filter_and_split(run, store, loaded.users)
+    vocabularies = _count_vocabularies(run, store, split.chunk_status)
+    texts = _write_texts(run, vocabularies.descriptions)
+    rows = _write_user_rows(run, store, split.chunk_status, vocabularies)
+    write_json(run.tmp / VOCAB_FILE, vocabularies.vocab)
+    fingerprint = vocabulary_fingerprint(json.loads((run.tmp / VOCAB_FILE).read_text()))  # of the file's content
+    metadata = _metadata(run, loaded, split, vocabularies, texts, rows, fingerprint)
+    write_json(run.tmp / METADATA_FILE, metadata)
+    split_counts = rows.split_counts
+    run.log(f"splits: train {split_counts['train']['users']:,} users / {split_counts['train']['purchases']:,} "
+            f"purchases; validation {split_counts['validation']['users']:,} users / "
+            f"{split_counts['validation']['purchases']:,} purchases")
+    return metadata
+
+
+def _load_chunks(run: _BuildRun, store: _ChunkStore) -> _Loaded:
+    """Pass 1: time window and de-duplication per chunk, per-user counts; the compact chunks go to `store`."""
+    t0 = time.perf_counter()
     counts = {"raw_rows": 0, "rows_in_time_window": 0, "duplicates_removed": 0, "rows_after_dedup": 0}
     user_tables, labels = [], []
     raw_first = raw_last = None
-    timings = {}
-
-    # -- pass 1: cutoff, de-duplication, per-user counts ------------------------------------------------------------
-    t0 = time.perf_counter()
-    for label, df in source.chunks():
+    for label, df in run.source.chunks():
         counts["raw_rows"] += len(df)
         ts = df["timestamp"].to_numpy()
         first, last = P.to_unix_seconds(ts.min()).item(), P.to_unix_seconds(ts.max()).item()
         raw_first = first if raw_first is None else min(raw_first, first)
         raw_last = last if raw_last is None else max(raw_last, last)
-        df = P.apply_time_window(df, start_ts, end_ts)
+        df = P.apply_time_window(df, run.start_ts, run.end_ts)
         counts["rows_in_time_window"] += len(df)
         if len(df) == 0:
             continue
-        compact, removed = P.compact_log(df, dedup=options.dedup)
+        compact, removed = P.compact_log(df, dedup=run.options.dedup)
         del df
         counts["duplicates_removed"] += removed
         counts["rows_after_dedup"] += len(compact)
@@ -292,59 +289,80 @@ def _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text
         labels.append(label)
         store.add(compact)
         del compact
-    timings["load_dedup_seconds"] = round(time.perf_counter() - t0, 2)
-    if counts["raw_rows"] == 0:
-        raise DataPrepError("the source holds no purchase")
-    if counts["rows_in_time_window"] == 0:
-        window = " and ".join(filter(None, [f"at or after --start-date {start_ts}" if start_ts is not None else "",
-                                            f"before --end-date {end_ts}" if end_ts is not None else ""]))
-        raise DataPrepError(f"no purchase is left {window}: the data spans {_iso(raw_first)} to {_iso(raw_last)}")
+    run.timings["load_dedup_seconds"] = round(time.perf_counter() - t0, 2)
+    _check_purchases_left(run, counts, raw_first, raw_last)
     users = pd.concat(user_tables, ignore_index=True) if len(user_tables) > 1 else user_tables[0]
     del user_tables
     if len(store) > 1:
-        dup = users["user_id"].duplicated(keep=False)
-        if dup.any():
-            uid = users.loc[dup, "user_id"].iloc[0]
-            where = sorted({labels[c] for c in users.loc[users["user_id"] == uid, "chunk"]})
-            raise DataPrepError(f"user {uid!r} appears in several input files ({where[:2]}); the files must be "
-                                "partitioned by user (every user in one file), or drop --partitioned-by-user")
+        _check_partitioned(users, labels)
     counts["users_after_dedup"] = len(users)
-    log(f"read {counts['raw_rows']:,} purchases; {counts['rows_in_time_window']:,} in the time window; "
-        f"{counts['rows_after_dedup']:,} after de-duplication ({counts['duplicates_removed']:,} repeats removed); "
-        f"{len(users):,} users")
+    run.log(f"read {counts['raw_rows']:,} purchases; {counts['rows_in_time_window']:,} in the time window; "
+            f"{counts['rows_after_dedup']:,} after de-duplication ({counts['duplicates_removed']:,} repeats removed); "
+            f"{len(users):,} users")
+    return _Loaded(users=users, counts=counts, raw_first=raw_first, raw_last=raw_last)
 
-    # -- user filters and split ----------------------------------------------------------------------------------
+
+def _check_purchases_left(run: _BuildRun, counts: dict, raw_first, raw_last) -> None:
+    """Refuse a source without purchases, or a time window that leaves none."""
+    if counts["raw_rows"] == 0:
+        raise DataPrepError("the source holds no purchase")
+    if counts["rows_in_time_window"] == 0:
+        start_ts, end_ts = run.start_ts, run.end_ts
+        window = " and ".join(filter(None, [f"at or after --start-date {start_ts}" if start_ts is not None else "",
+                                            f"before --end-date {end_ts}" if end_ts is not None else ""]))
+        raise DataPrepError(f"no purchase is left {window}: the data spans {_iso(raw_first)} to {_iso(raw_last)}")
+
+
+def _check_partitioned(users: pd.DataFrame, labels: list) -> None:
+    """Refuse a user found in several chunks (files claimed to be partitioned by user)."""
+    dup = users["user_id"].duplicated(keep=False)
+    if dup.any():
+        uid = users.loc[dup, "user_id"].iloc[0]
+        where = sorted({labels[c] for c in users.loc[users["user_id"] == uid, "chunk"]})
+        raise DataPrepError(f"user {uid!r} appears in several input files ({where[:2]}); the files must be "
+                            "partitioned by user (every user in one file), or drop --partitioned-by-user")
+
+
+def _filter_and_split(run: _BuildRun, store: _ChunkStore, users: pd.DataFrame) -> _Split:
+    """The user filters (minimum activity, top buyers) and the train/validation split of the kept users."""
+    options = run.options
     data_first = int(users["first_ts"].min())
     data_last = int(users["last_ts"].max())
-    period_start = max(data_first, P.timestamp_to_seconds(start_ts)) if start_ts is not None else data_first
-    period_end = P.timestamp_to_seconds(end_ts) if end_ts is not None else data_last
+    period_start = max(data_first, P.timestamp_to_seconds(run.start_ts)) if run.start_ts is not None else data_first
+    period_end = P.timestamp_to_seconds(run.end_ts) if run.end_ts is not None else data_last
     covered = None
     if options.min_monthly_rate > 0 and options.activity_rule == "windows":
-        parts = []
-        for i in range(len(store)):
-            c = store.get(i, ["user_id", "ts"])
-            frame = pd.DataFrame({"u": c["user_id"].cat.codes.to_numpy(),
-                                  "w": P.window_ids(c["ts"].to_numpy(), period_start, options.min_monthly_rate)})
-            parts.append(frame.drop_duplicates().groupby("u").size().to_numpy())
-        covered = np.concatenate(parts)
+        covered = _covered_windows(store, period_start, options.min_monthly_rate)
     kept, filter_report = P.apply_user_filters(users, period_start, period_end, options, covered)
     for item in filter_report:
-        log(f"filter {item['filter']}: {item['rule']}: removed {item['users_removed']:,} users "
-            f"({item['purchases_removed']:,} purchases)")
+        run.log(f"filter {item['filter']}: {item['rule']}: removed {item['users_removed']:,} users "
+                f"({item['purchases_removed']:,} purchases)")
     users = users.loc[kept].reset_index(drop=True) if not kept.all() else users
     is_val = P.split_users(users["user_id"].to_numpy(), options.validation_fraction, options.seed)
     users["split"] = np.where(is_val, 2, 1).astype(np.int8)  # 1 train, 2 validation
-    # per chunk: its kept users with their split (None when the filters removed all of them)
     kept_by_chunk = dict(tuple(users.groupby("chunk", sort=True)))
     chunk_status = [kept_by_chunk.get(i) for i in range(len(store))]
+    return _Split(users=users, filter_report=filter_report, chunk_status=chunk_status)
 
-    # -- pass 2: vocabulary counts (train users only), descriptions, years ----------------------------------------------
+
+def _covered_windows(store: _ChunkStore, period_start: int, min_monthly_rate: float) -> np.ndarray:
+    """Per user (in chunk and user-code order): the number of activity windows holding one of their purchases."""
+    parts = []
+    for i in range(len(store)):
+        c = store.get(i, ["user_id", "ts"])
+        frame = pd.DataFrame({"u": c["user_id"].cat.codes.to_numpy(),
+                              "w": P.window_ids(c["ts"].to_numpy(), period_start, min_monthly_rate)})
+        parts.append(frame.drop_duplicates().groupby("u").size().to_numpy())
+    return np.concatenate(parts)
+
+
+def _count_vocabularies(run: _BuildRun, store: _ChunkStore, chunk_status: list) -> _Vocabularies:
+    """Pass 2: vocabulary counts (train users only), the year range and the distinct descriptions."""
     t0 = time.perf_counter()
     train_counts, desc_parts = [], []
     train_years = [None, None]
     all_years = [None, None]
-    for i in range(len(store)):
-        group = chunk_status[i]
+    for i, group in enumerate(chunk_status):
         if group is None:
             continue
         compact = store.get(i)
@@ -353,56 +371,65 @@ def _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text
         train_rows = row_split == 1
         if train_rows.any():
             train_counts.append(P.count_category_values(_take_rows(compact, train_rows)))
-            ts_train = compact["ts"].to_numpy()[train_rows]
-            y = P.date_parts(np.array([ts_train.min(), ts_train.max()]))["year"]
-            train_years = [y[0] if train_years[0] is None else min(train_years[0], y[0]),
-                           y[1] if train_years[1] is None else max(train_years[1], y[1])]
-        ts_kept = compact["ts"].to_numpy()[kept_rows]
-        y = P.date_parts(np.array([ts_kept.min(), ts_kept.max()]))["year"]
-        all_years = [y[0] if all_years[0] is None else min(all_years[0], y[0]),
-                     y[1] if all_years[1] is None else max(all_years[1], y[1])]
+            train_years = _widen_years(train_years, compact["ts"].to_numpy()[train_rows])
+        all_years = _widen_years(all_years, compact["ts"].to_numpy()[kept_rows])
         desc_parts.append(_description_stats(compact, kept_rows))
         del compact
-    vocab = P.build_vocab(P.merge_counts(train_counts), options.min_category_count)
+    vocab = P.build_vocab(P.merge_counts(train_counts), run.options.min_category_count)
     del train_counts
     date_base_year = int(train_years[0])
     last_year = int(max(all_years[1], train_years[1]))
     year_vocab_size = NUM_SPECIAL_IDS + (last_year - date_base_year + 1)
     descriptions = _merge_description_stats(desc_parts)
     del desc_parts
-    timings["vocab_seconds"] = round(time.perf_counter() - t0, 2)
-    log("vocabularies (train split): " + ", ".join(f"{k} {len(v) - NUM_SPECIAL_IDS:,}" for k, v in vocab.items())
-        + f"; years {date_base_year}-{last_year}; {len(descriptions):,} distinct descriptions")
+    run.timings["vocab_seconds"] = round(time.perf_counter() - t0, 2)
+    run.log("vocabularies (train split): " + ", ".join(f"{k} {len(v) - NUM_SPECIAL_IDS:,}" for k, v in vocab.items())
+            + f"; years {date_base_year}-{last_year}; {len(descriptions):,} distinct descriptions")
+    return _Vocabularies(vocab=vocab, date_base_year=date_base_year, last_year=last_year,
+                         year_vocab_size=year_vocab_size, descriptions=descriptions)
 
-    # -- text embeddings ----------------------------------------------------------------------------------------------
+
+def _widen_years(years: list, ts: np.ndarray) -> list:
+    """[first, last] calendar year (None while unknown) widened to cover the purchase times `ts` (unix seconds)."""
+    y = P.date_parts(np.array([ts.min(), ts.max()]))["year"]
+    return [y[0] if years[0] is None else min(years[0], y[0]), y[1] if years[1] is None else max(years[1], y[1])]
+
+
+def _write_texts(run: _BuildRun, descriptions: pd.DataFrame) -> _Texts:
+    """Embed the descriptions (cached) and write text_embeddings.safetensors and descriptions.parquet."""
     t0 = time.perf_counter()
-    embeddings, text_stats = embed_texts(descriptions["description"].tolist(), encoder, cache_dir=cache_dir,
-                                         batch_size=text_batch_size, progress=progress)
-    timings["text_seconds"] = round(time.perf_counter() - t0, 2)
+    embeddings, text_stats = embed_texts(descriptions["description"].tolist(), run.encoder, cache_dir=run.cache_dir,
+                                         batch_size=run.text_batch_size, progress=run.progress)
+    run.timings["text_seconds"] = round(time.perf_counter() - t0, 2)
     if embeddings.ndim != 2 or len(embeddings) != len(descriptions) or len(embeddings) == 0:
         raise RuntimeError(f"the text embeddings have shape {embeddings.shape} for {len(descriptions)} "
                            "descriptions; no corpus was written")
-    log(f"text embeddings: {text_stats['texts']:,} descriptions, {text_stats['cached']:,} from the cache, "
-        f"{text_stats['encoded']:,} encoded" + (f" ({text_stats['texts_per_second']} /s)"
-                                                if text_stats["encoded"] else ""))
+    run.log(f"text embeddings: {text_stats['texts']:,} descriptions, {text_stats['cached']:,} from the cache, "
+            f"{text_stats['encoded']:,} encoded" + (f" ({text_stats['texts_per_second']} /s)"
+                                                    if text_stats["encoded"] else ""))
     from safetensors.numpy import save_file
 
-    save_file({"embeddings": np.ascontiguousarray(embeddings, dtype=np.float32)}, str(tmp / EMBEDDINGS_FILE),
-              metadata={"text_model": encoder_name(encoder), "text_model_id": encoder_id(encoder)})
-    os.chmod(tmp / EMBEDDINGS_FILE, 0o644)
-    pq.write_table(pa.Table.from_pandas(descriptions, preserve_index=False), tmp / DESCRIPTIONS_FILE)
-    description_index = pd.Index(descriptions["description"].to_numpy(dtype=object), dtype=object)
+    path = run.tmp / EMBEDDINGS_FILE
+    save_file({"embeddings": np.ascontiguousarray(embeddings, dtype=np.float32)}, str(path),
+              metadata={"text_model": encoder_name(run.encoder), "text_model_id": encoder_id(run.encoder)})
+    os.chmod(path, 0o644)
+    pq.write_table(pa.Table.from_pandas(descriptions, preserve_index=False), run.tmp / DESCRIPTIONS_FILE)
+    return _Texts(embedding_size=int(embeddings.shape[1]), stats=text_stats)
 
-    # -- pass 3: per-user rows ------------------------------------------------------------------------------------------
+
+def _write_user_rows(run: _BuildRun, store: _ChunkStore, chunk_status: list,
+                     vocabularies: _Vocabularies) -> _Rows:
+    """Pass 3: the per-user rows of each split as Arrow shards, assembled into the DatasetDict folder."""
     t0 = time.perf_counter()
+    descriptions = vocabularies.descriptions["description"]
+    description_index = pd.Index(descriptions.to_numpy(dtype=object), dtype=object)
     schema = P.output_schema()
     split_names = {1: "train", 2: "validation"}
-    writers = {name: _ShardWriter(work / name, schema) for name in split_names.values()}
+    writers = {name: ShardWriter(run.work / name, schema, MAX_SHARD_BYTES) for name in split_names.values()}
     split_counts = {name: {"users": 0, "purchases": 0} for name in split_names.values()}
     seq_lengths = []
     try:
-        for i in range(len(store)):
-            group = chunk_status[i]
+        for i, group in enumerate(chunk_status):
             if group is None:
                 continue
             compact = store.get(i)
@@ -411,8 +438,8 @@ def _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text
                 rows = row_split == code
                 if not rows.any():
                     continue
-                table = P.encode_rows(_take_rows(compact, rows), vocab, description_index, date_base_year,
-                                      year_vocab_size)
+                table = P.encode_rows(_take_rows(compact, rows), vocabularies.vocab, description_index,
+                                      vocabularies.date_base_year, vocabularies.year_vocab_size)
                 writers[name].write(table)
                 split_counts[name]["users"] += table.num_rows
                 split_counts[name]["purchases"] += int(rows.sum())
@@ -421,24 +448,24 @@ def _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text
     finally:
         for writer in writers.values():
             writer.close()
-    timings["encode_seconds"] = round(time.perf_counter() - t0, 2)
+    run.timings["encode_seconds"] = round(time.perf_counter() - t0, 2)
 
     t0 = time.perf_counter()
-    _assemble_dataset_dict(writers, schema, tmp / DATASET_DIR, split_counts)
-    shutil.rmtree(work, ignore_errors=True)
-    timings["save_seconds"] = round(time.perf_counter() - t0, 2)
+    assemble_dataset_dict(writers, schema, run.tmp / DATASET_DIR, split_counts)
+    shutil.rmtree(run.work, ignore_errors=True)
+    run.timings["save_seconds"] = round(time.perf_counter() - t0, 2)
+    return _Rows(split_counts=split_counts, lengths=np.concatenate(seq_lengths) if seq_lengths else np.zeros(0))
 
-    # -- vocab and metadata -------------------------------------------------------------------------------------------
-    _write_json(tmp / VOCAB_FILE, vocab)
-    fingerprint = vocabulary_fingerprint(json.loads((tmp / VOCAB_FILE).read_text()))  # of the file's content
-    lengths = np.concatenate(seq_lengths) if seq_lengths else np.zeros(0)
+
+def _metadata(run: _BuildRun, loaded: _Loaded, split: _Split, vocabularies: _Vocabularies, texts: _Texts,
+              rows: _Rows, fingerprint: str) -> dict:
+    """The content of metadata.json."""
+    source, vocab, users = run.source, vocabularies.vocab, split.users
+    start_ts, end_ts, raw_first, raw_last = run.start_ts, run.end_ts, loaded.raw_first, loaded.raw_last
     kept_first = int(users["first_ts"].min())
     kept_last = int(users["last_ts"].max())
-    counts.update({
-        "users_kept": int(len(users)),
-        "purchases_kept": int(users["n"].sum()),
-    })
-    metadata = {
+    counts = {**loaded.counts, "users_kept": int(len(users)), "purchases_kept": int(users["n"].sum())}
+    return {
         "format_version": FORMAT_VERSION,
         "source": source.name,
         "source_details": source.describe(),
@@ -446,48 +473,47 @@ def _build(source, out, tmp, options, start_ts, end_ts, encoder, cache_dir, text
         "category_levels": {**{f: "" for f in CATEGORY_FIELDS}, **source.category_levels()},
         # --- the fields ShopperBertConfig.from_data_metadata reads ---
         "category_vocab_sizes": [len(vocab[f]) for f in CATEGORY_FIELDS],
-        "text_embedding_size": int(embeddings.shape[1]),
-        "year_vocab_size": int(year_vocab_size),
+        "text_embedding_size": texts.embedding_size,
+        "year_vocab_size": int(vocabularies.year_vocab_size),
         "month_vocab_size": MONTH_VOCAB_SIZE,
         "day_vocab_size": DAY_VOCAB_SIZE,
         "weekday_vocab_size": WEEKDAY_VOCAB_SIZE,
         "hour_vocab_size": HOUR_VOCAB_SIZE,
-        "date_base_year": date_base_year,
+        "date_base_year": vocabularies.date_base_year,
         FINGERPRINT_KEY: fingerprint,
         # --- the rest ---
         "special_tokens": list(SPECIAL_TOKENS),
         "unk_id": UNK_ID,
         "text_index_field": TEXT_INDEX_FIELD,
-        "text_model": encoder_name(encoder),
-        "text_model_id": encoder_id(encoder),
-        "num_descriptions": int(len(descriptions)),
-        "text_embedding_stats": text_stats,
+        "text_model": encoder_name(run.encoder),
+        "text_model_id": encoder_id(run.encoder),
+        "num_descriptions": int(len(vocabularies.descriptions)),
+        "text_embedding_stats": texts.stats,
         "start_date": str(start_ts) if start_ts is not None else None,
         "end_date": str(end_ts) if end_ts is not None else None,
         "date_range": {"first": _iso(kept_first), "last": _iso(kept_last), "first_unix": kept_first,
                        "last_unix": kept_last, "raw_first": _iso(raw_first), "raw_last": _iso(raw_last)},
-        "years": [date_base_year, last_year],
+        "years": [vocabularies.date_base_year, vocabularies.last_year],
         "counts": counts,
-        "filters": filter_report,
-        "splits": split_counts,
-        "sequence_length": {
-            "mean": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
-            "median": float(np.median(lengths)) if len(lengths) else 0.0,
-            "max": int(lengths.max()) if len(lengths) else 0,
-            "share_over_350": round(float((lengths > 350).mean()), 4) if len(lengths) else 0.0,
-        },
-        "options": options.to_dict(),
-        "build_args": build_args or {},
-        "timings": timings,
-        "build_seconds": round(time.perf_counter() - started, 2),
+        "filters": split.filter_report,
+        "splits": rows.split_counts,
+        "sequence_length": _sequence_length_stats(rows.lengths),
+        "options": run.options.to_dict(),
+        "build_args": run.build_args,
+        "timings": run.timings,
+        "build_seconds": round(time.perf_counter() - run.started, 2),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "software": _versions(),
     }
-    _write_json(tmp / METADATA_FILE, metadata)
-    log(f"splits: train {split_counts['train']['users']:,} users / {split_counts['train']['purchases']:,} "
-        f"purchases; validation {split_counts['validation']['users']:,} users / "
-        f"{split_counts['validation']['purchases']:,} purchases")
-    return metadata
+
+
+def _sequence_length_stats(lengths: np.ndarray) -> dict:
+    return {
+        "mean": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
+        "median": float(np.median(lengths)) if len(lengths) else 0.0,
+        "max": int(lengths.max()) if len(lengths) else 0,
+        "share_over_350": round(float((lengths > 350).mean()), 4) if len(lengths) else 0.0,
+    }
 
 
 def _row_split(compact: pd.DataFrame, group: pd.DataFrame) -> np.ndarray:
@@ -540,86 +566,6 @@ def _merge_description_stats(parts: list) -> pd.DataFrame:
         frame["product_ids"] = [[] for _ in range(len(frame))]
         frame["num_products"] = np.zeros(len(frame), dtype=np.int64)
     return frame
-
-
-class _ShardWriter:
-    """Writes one split's rows as Arrow stream files (the format of `Dataset.save_to_disk`), starting a new
-    shard when the current one exceeds `max_shard_bytes` (datasets' default 500 MB)."""
-
-    def __init__(self, folder: Path, schema: pa.Schema, max_shard_bytes: int | None = None):
-        self.folder, self.schema = folder, schema
-        self.max_shard_bytes = MAX_SHARD_BYTES if max_shard_bytes is None else max_shard_bytes
-        folder.mkdir(parents=True, exist_ok=True)
-        self.files: list[Path] = []
-        self._sink = self._writer = None
-        self._bytes = 0
-
-    def _open(self):
-        path = self.folder / f"shard-{len(self.files):05d}.arrow"
-        self.files.append(path)
-        self._sink = pa.OSFile(str(path), "wb")
-        self._writer = pa.ipc.new_stream(self._sink, self.schema)
-        self._bytes = 0
-
-    def write(self, table: pa.Table) -> None:
-        if self._writer is None or (self._bytes and self._bytes + table.nbytes > self.max_shard_bytes):
-            self.close()
-            self._open()
-        self._writer.write_table(table)
-        self._bytes += table.nbytes
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._sink.close()
-            self._writer = self._sink = None
-
-    def finish(self) -> list[Path]:
-        """Close and return the shard files (one empty shard for an empty split)."""
-        self.close()
-        if not self.files:
-            self._open()
-            self.close()
-        return self.files
-
-
-def _assemble_dataset_dict(writers: dict, schema: pa.Schema, target: Path, split_counts: dict) -> None:
-    """Turn the shard files into a folder that `datasets.load_from_disk` reads, without copying the data.
-
-    `DatasetDict.save_to_disk` of empty splits with the same features writes the bookkeeping files (dataset_dict.json,
-    per split state.json and dataset_info.json) of the installed `datasets` version; the written shards then replace
-    its empty data file and its state.json lists them. Copying the data through `save_to_disk` instead would double
-    the disk traffic and map the whole dataset into memory. The result is checked by loading it back.
-    """
-    import datasets
-
-    empty = datasets.DatasetDict({name: datasets.Dataset(schema.empty_table()) for name in writers})
-    enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        empty.save_to_disk(str(target), num_shards={name: 1 for name in writers})
-    finally:
-        if enabled:
-            datasets.enable_progress_bars()
-    for name, writer in writers.items():
-        split_dir = target / name
-        state_path = split_dir / "state.json"
-        state = json.loads(state_path.read_text())
-        for entry in state["_data_files"]:
-            (split_dir / entry["filename"]).unlink()
-        files = writer.finish()
-        names = [f"data-{i:05d}-of-{len(files):05d}.arrow" for i in range(len(files))]
-        for src, dst in zip(files, names):
-            os.replace(src, split_dir / dst)
-        state["_data_files"] = [{"filename": n} for n in names]
-        state["_fingerprint"] = uuid.uuid4().hex[:16]
-        _write_json(state_path, state)
-    loaded = datasets.load_from_disk(str(target))
-    for name in writers:
-        if loaded[name].num_rows != split_counts[name]["users"]:
-            raise RuntimeError(f"assembled split {name} has {loaded[name].num_rows} rows, expected "
-                               f"{split_counts[name]['users']}")
-    del loaded
 
 
 def _versions() -> dict:
