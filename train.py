@@ -167,6 +167,7 @@ def make_dataloaders(args: PretrainingArguments, accelerator: Accelerator, confi
 # Model, optimizer and schedule
 # ---------------------------------------------------------------------------------------------------------------
 def build_config(args: PretrainingArguments, data: PreparedData, fingerprint: str) -> ShopperBertConfig:
+    """The model config of a new run: the preset's size, the options' objective, the data's vocabularies."""
     preset = dict(PRESETS[args.preset])
     max_length = args.max_length or preset.pop("max_length")
     preset.pop("max_length", None)
@@ -193,6 +194,7 @@ class Plan:
 
 
 def make_plan(args: PretrainingArguments, batches_per_epoch: int) -> Plan:
+    """The plan for a training data loader of `batches_per_epoch` forward passes per process."""
     per_device, _, accumulation = batch_split(args)
     steps_per_epoch = math.ceil(batches_per_epoch / accumulation)
     total_steps = args.max_steps or math.ceil(args.num_epochs * steps_per_epoch)
