@@ -3,7 +3,8 @@
 `accelerator.save_state` writes the model (safetensors) and optimizer; beside them `train_state.json` holds the step,
 the scheduler state and the run's identity, and one safetensors file per process its random generators. A damaged
 checkpoint found by `--resume latest` is set aside (`*.damaged`); an intact one that cannot continue here is refused.
-`args` below is train.py's parsed `PretrainingArguments`.
+`resume_config` checks, before anything is loaded, that a checkpoint belongs to this run and its data. `args` below
+is train.py's parsed `PretrainingArguments`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from accelerate import Accelerator
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from data_prep import PreparedData
+from modeling_shopperbert import ShopperBertConfig
+from modeling_shopperbert.contract import FINGERPRINT_KEY, check_fingerprints
 from pretraining.errors import RunError
 from pretraining.run_folder import continues_this_folder, holds_a_run, use_default_modes, write_json
 
@@ -204,3 +208,60 @@ def check_finite_weights(model, what: str) -> None:
     bad = non_finite_tensors(model.named_parameters())
     if bad:
         raise RunError(f"{len(bad)} weight tensors hold NaN or inf (e.g. {bad[0]}); not writing {what}", exit_code=1)
+
+
+def resume_config(args, candidates: list[Path], data: PreparedData, fingerprint: str,
+                  run: dict) -> tuple[ShopperBertConfig, list[Path]]:
+    """The model config of the run being resumed, from its newest readable checkpoint, after checking that the run
+    matches this command: the data's vocabulary and `run` (seed, batch size, training users), unless
+    --resume-force. Returns it with the checkpoints left to try, newest first."""
+    for i, folder in enumerate(candidates):
+        try:
+            state = read_train_state(folder)
+            break
+        except CheckpointRefused as err:
+            raise RunError(f"--resume {args.resume}: the checkpoint {folder} {err}; nothing was changed") from None
+        except ValueError as err:
+            damaged_checkpoint(folder, err, args.resume != "latest", rename=is_first_rank())
+    else:
+        raise RunError(f"--resume {args.resume}: no usable checkpoint in {candidates[0].parent}")
+    config = ShopperBertConfig.from_dict(state["model_config"])
+    where = f"the checkpoint {folder}"
+    check_config_matches_data(config, data, args.data, fingerprint, where, check_content=not args.resume_force)
+    changed = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
+    described = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
+    if changed and not args.resume_force:
+        raise RunError(f"{where} belongs to another run ({described}): resume with the same options and data, start "
+                       "a new --output, or give --resume-force to continue anyway (not an exact continuation)")
+    if changed or (args.resume_force and getattr(config, FINGERPRINT_KEY, None) != fingerprint):
+        print(f"warning: --resume-force: resuming {where} despite {described or 'another vocabulary'}", file=sys.stderr)
+    if getattr(config, FINGERPRINT_KEY, None) not in (None, fingerprint):
+        print(f"warning: --resume-force: the model's {FINGERPRINT_KEY} becomes --data {args.data}'s ({fingerprint}, "
+              f"was {config.vocab_fingerprint}): its saved models carry that corpus' vocab.json", file=sys.stderr)
+    config.vocab_fingerprint = fingerprint  # the vocabulary save_model copies beside the weights
+    return config, candidates[i:]
+
+
+def check_config_matches_data(config: ShopperBertConfig, data: PreparedData, data_path, fingerprint: str,
+                              where: str, check_content: bool = True) -> None:
+    """A checkpoint's vocabularies must be the data's: same sizes, same text dimension and, by content, the same
+    vocabulary fingerprint (two vocabularies of the same sizes can give an id to different categories)."""
+    expected = ShopperBertConfig.from_data_metadata(data.metadata)
+    for name in ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year"):
+        if getattr(config, name) != getattr(expected, name):
+            raise RunError(
+                f"{where} was trained with {name}={getattr(config, name)} but --data "
+                f"{data_path} has {name}={getattr(expected, name)}: the data's metadata disagrees with the "
+                "checkpoint's config (rebuild the data with the same vocabulary, or start a new run)"
+            )
+    if check_content:
+        try:
+            check_fingerprints(fingerprint, getattr(config, FINGERPRINT_KEY, None), expected_from=f"--data {data_path}",
+                               found_from=where)
+        except ValueError as err:
+            raise RunError(f"{err} (--resume-force resumes anyway)") from None
+
+
+def is_first_rank() -> bool:
+    """The main process, known before the Accelerator exists (launchers set RANK)."""
+    return os.environ.get("RANK", "0") == "0"

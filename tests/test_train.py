@@ -210,3 +210,33 @@ def test_bad_objective_options_fail_before_training(tiny_data, tmp_path, option,
                              option, value])
     with pytest.raises(SystemExit, match=option.lstrip("-").replace("-", "[-_]")):
         train.check_args(args)
+
+
+def test_plan_splits_the_batch_and_counts_steps(tiny_data, monkeypatch):
+    """The plan `run_training` follows: accumulation makes up the global batch; epochs, warm-up, evaluations and
+    checkpoints counted in optimizer steps."""
+    import train
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    args = train.parse_args(["--data", str(tiny_data), "--preset", "tiny", "--batch-size", "8",
+                             "--per-device-batch-size", "4", "--num-epochs", "2.5"])
+    train.check_args(args)
+    plan = train.make_plan(args, batches_per_epoch=7)  # 7 forward passes of 4 users: 4 optimizer steps an epoch
+    assert (plan.per_device, plan.accumulation, plan.steps_per_epoch, plan.total_steps) == (4, 2, 4, 10)
+    assert (plan.warmup_steps, plan.eval_every, plan.save_every) == (1, 4, 4)
+    args.max_steps, args.warmup_steps, args.eval_every = 3, 0, 2
+    assert train.make_plan(args, batches_per_epoch=7) == train.Plan(4, 2, 4, 3, 0, eval_every=2, save_every=4)
+
+
+def test_train_py_fits_the_size_limits():
+    """Issue 12: train.py reads top to bottom in under 600 lines, and no function of it or of `pretraining/` is over
+    80 lines (the options, checkpoints, validation metrics and metrics log live in `pretraining/`)."""
+    import ast
+
+    assert len((ROOT / "train.py").read_text().splitlines()) < 600
+    long = []
+    for file in [ROOT / "train.py", *sorted((ROOT / "pretraining").glob("*.py"))]:
+        for node in ast.walk(ast.parse(file.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{file.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
