@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from data_prep import DataPrepError, PreparedData, load_prepared
 from modeling_shopperbert import MPP_HEADS, ShopperBertConfig, ShopperBertForMaskedPurchasePrediction
 from modeling_shopperbert.collator import DataCollatorForMaskedPurchasePrediction
-from modeling_shopperbert.contract import FINGERPRINT_KEY, vocabulary_fingerprint
+from modeling_shopperbert.contract import CHECKPOINT_DATA_FILES, FINGERPRINT_KEY, vocabulary_fingerprint
 from pretraining.arguments import PRESETS, PretrainingArguments, batch_split, check_args, parse_args
 from pretraining.checkpoints import (  # noqa: F401  (RNG_STATE, TRAIN_STATE, ...: tests read them as train.<name>)
     RNG_STATE, TRAIN_STATE, CheckpointRefused, all_processes, check_finite_weights, check_resumable_here,
@@ -59,9 +59,6 @@ from pretraining.run_folder import (  # noqa: F401  (LOCK_FILE, RUN_MARKER, UMAS
     LOCK_FILE, RUN_MARKER, UMASK, claim_output, continues_this_folder, release_lock, truncate_log, use_default_modes,
     write_json)
 from pretraining.tracking import JSONLTracker, plot_loss_curve
-
-# Files of a data_prep folder that travel into every saved model: what `encode_users` needs for new users.
-DATA_FILES = ("metadata.json", "vocab.json")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -449,7 +446,7 @@ def save_model(accelerator: Accelerator, model, output_dir: Path, data_path: Pat
             shutil.rmtree(tmp)
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-        for name in DATA_FILES:
+        for name in CHECKPOINT_DATA_FILES:
             source = data_path / name
             if source.is_file():
                 shutil.copy2(source, tmp / name)

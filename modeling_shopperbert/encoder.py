@@ -25,11 +25,10 @@ from tqdm.auto import tqdm
 
 from .collator import ShopperBertCollator
 from .configuration_shopperbert import TEXT_INDEX_FIELD, ShopperBertConfig
-from .contract import FINGERPRINT_KEY, check_fingerprints, vocabulary_fingerprint
+from .contract import CHECKPOINT_DATA_FILES, FINGERPRINT_KEY, check_fingerprints, vocabulary_fingerprint
 from .modeling_shopperbert import ShopperBertModel, ShopperBertPreTrainedModel, pool_user_embedding
 from .processing_shopperbert import DroppedUsersWarning, ShopperBertProcessor
 
-CHECKPOINT_DATA_FILES = ("metadata.json", "vocab.json")
 VOCABULARY_SIZES = ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year")
 
 

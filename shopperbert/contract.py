@@ -37,6 +37,9 @@ DATE_FIELDS = ("year", "month", "day", "weekday", "hour")
 MPP_HEADS = CATEGORY_FIELDS + DATE_FIELDS
 # Dataset column holding, for each purchase, its row in the text-embedding matrix.
 TEXT_INDEX_FIELD = "text_idx"
+# The corpus files a checkpoint carries beside its weights (train.py copies them, publish ships them, encode reads them):
+# what turning new purchase logs into model inputs needs.
+CHECKPOINT_DATA_FILES = ("metadata.json", "vocab.json")
 
 # Date ids: id = NUM_SPECIAL_IDS + offset, with offset = year - date_base_year, month - 1, day - 1,
 # weekday (Monday = 0) and hour. These sizes include the reserved ids.
@@ -77,6 +80,7 @@ def check_fingerprints(expected: str | None, found: str | None, *, expected_from
 
 __all__ = [
     "CATEGORY_FIELDS",
+    "CHECKPOINT_DATA_FILES",
     "CLS_ID",
     "DATE_FIELDS",
     "DAY_VOCAB_SIZE",
