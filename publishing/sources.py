@@ -22,7 +22,7 @@ REQUIRED_METADATA = ("category_vocab_sizes", "text_embedding_size", "year_vocab_
                      "text_model")
 DOWNSTREAM_RESULTS_FILE = "downstream_results.json"
 CARD_FILE = "README.md"
-# Every file a published folder must hold (the optional ones are listed in the module docstring).
+# Every file a published folder must hold (the optional ones are listed in `publishing.cli`'s docstring).
 # (`contract.py` is required where a remote-code file imports it: folders published before it existed work without.)
 REQUIRED_FILES = ("config.json", "model.safetensors", *REMOTE_CODE_FILES[:2], *DATA_FILES, CARD_FILE)
 # Files a published folder may hold; anything else makes `--overwrite` refuse to replace the folder.
