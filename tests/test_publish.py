@@ -1,5 +1,6 @@
-"""modeling_shopperbert.publish: a Hub-ready folder that loads with trust_remote_code alone, a model card whose numbers
-are the result files', and the push path up to the network boundary (a fake Hub on 127.0.0.1)."""
+"""modeling_shopperbert.publish (the `publishing` package): a Hub-ready folder that loads with trust_remote_code
+alone, a model card whose numbers are the result files', and the push path up to the network boundary (a fake Hub
+on 127.0.0.1)."""
 
 import base64
 import json
@@ -111,7 +112,8 @@ def test_folder_is_complete(published, run):
     names = {p.name for p in published.iterdir()}
     assert {"config.json", "model.safetensors", "configuration_shopperbert.py", "modeling_shopperbert.py",
             "contract.py", "metadata.json", "vocab.json", "README.md", "training_info.json", "run_config.json",
-            "downstream_results.json", "loss_curve.png"} == names
+            "downstream_results.json", "loss_curve.png", "processor_config.json", "processing_shopperbert.py",
+            "row_encoding.py", "collator.py", "pipeline_shopperbert.py"} == names
     for name in ("configuration_shopperbert.py", "modeling_shopperbert.py", "contract.py"):  # the package's own code
         assert (published / name).read_bytes() == (ROOT / "modeling_shopperbert" / name).read_bytes(), name
     config = json.loads((published / "config.json").read_text())
@@ -130,7 +132,9 @@ def test_folder_without_the_contract_is_incomplete(published, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(published, folder)
     (folder / "contract.py").unlink()
-    assert check_published_folder(folder) == ["configuration_shopperbert.py imports .contract but contract.py is missing"]
+    problems = check_published_folder(folder)  # the configuration, and the processor files that import it too
+    assert problems[0] == "configuration_shopperbert.py imports .contract but contract.py is missing"
+    assert all(p.endswith(" imports .contract but contract.py is missing") for p in problems), problems
     assert not [p for p in published.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
 
 
@@ -435,3 +439,66 @@ def test_push_without_network_fails_with_a_clear_message(published, tmp_path):
 def test_push_needs_a_repo_id(published, capsys):
     assert main(["--out", str(published), "--push"]) == 2
     assert "--repo-id" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One card generator (`publishing`): what both cards say comes from one function each
+# ---------------------------------------------------------------------------------------------------------------
+def test_both_cards_take_their_model_index_from_one_function():
+    from eval_suite import model_card
+    from publishing.model_index import REPO_CARD_LABELS, downstream_eval_results, hub_card_labels
+
+    results = fake_results({"CLS": "a", "MP+A": "b"})
+    umlps = {task: "U-MLP MP+A" for task in results["tasks"]}
+    hub = downstream_eval_results(results, umlps, hub_card_labels({"source": "complete journey"}))
+    repo = downstream_eval_results(results, umlps, REPO_CARD_LABELS)
+    assert [(r.task_name, r.metric_name) for r in hub] == [(r.task_name, r.metric_name) for r in repo]
+    for h, r in zip(hub, repo):
+        assert r.metric_value == round(h.metric_value, 4)
+        assert re.fullmatch(r"[\w.-]+", h.metric_type) and re.fullmatch(r"[\w.-]+", h.dataset_type), h
+    assert hub[0].dataset_type == "complete_journey" and repo[0].dataset_config == repo[0].task_name
+    # the repository card's entries are those of its primary U-MLP (the run's first checkpoint)
+    assert {r.metric_name.split(" (")[1] for r in model_card.eval_results(results)} == {"U-MLP CLS)"}
+
+
+def test_model_index_leaves_out_non_finite_means():
+    from publishing.model_index import REPO_CARD_LABELS, downstream_eval_results
+
+    results = fake_results({"MP": "a"})
+    results["tasks"]["kids"]["models"]["U-MLP MP"]["mean"]["auroc"] = float("nan")
+    entries = downstream_eval_results(results, {"kids": "U-MLP MP", "featured_products": None}, REPO_CARD_LABELS)
+    assert {r.metric_name for r in entries} == {"f1 (U-MLP MP)", "accuracy (U-MLP MP)"}
+
+
+def test_both_cards_introduce_the_mpp_table_with_the_same_rules():
+    from publishing.pretraining import BASKET, PRIOR_RULE, USER_MODE_RULE, mpp_rules_paragraph
+
+    hub, repo = mpp_rules_paragraph(1.23456), mpp_rules_paragraph(1.23456, step=40, count=12345)
+    for text in (hub, repo):
+        assert text.startswith("Validation MPP loss 1.2346") and text.endswith(f"{BASKET}:")
+        assert PRIOR_RULE in text and USER_MODE_RULE in text
+    assert "at step 40" in repo and "12,345 masked purchases" in repo and "step" not in hub
+
+
+def test_the_entry_modules_are_the_publishing_package():
+    import publishing.cli
+    import publishing.repo_card
+    from eval_suite import model_card
+    from modeling_shopperbert import publish
+
+    assert publish.main is publishing.cli.main and publish.build_parser is publishing.cli.build_parser
+    assert model_card.main is publishing.repo_card.main
+    assert model_card.update_model_card is publishing.repo_card.update_model_card
+
+
+def test_publishing_functions_and_files_stay_short():
+    import ast
+
+    files = [*sorted((ROOT / "publishing").glob("*.py")), ROOT / "modeling_shopperbert" / "publish.py",
+             ROOT / "eval_suite" / "model_card.py"]
+    for path in files:
+        text = path.read_text()
+        assert len(text.splitlines()) <= 600, path
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 80, f"{path.name}: {node.name}"
