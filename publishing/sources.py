@@ -9,6 +9,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from modeling_shopperbert.contract import CHECKPOINT_DATA_FILES
+
 # The remote-code files, in the model package: the same ones `save_pretrained` copies (it follows the relative imports:
 # the configuration imports the data contract `contract.py`), then the processor and the feature-extraction pipeline
 # (`pipeline_shopperbert.save_pipeline_files`) with theirs (`row_encoding.py`, `collator.py`).
@@ -16,7 +18,7 @@ REMOTE_CODE_FILES = ("configuration_shopperbert.py", "modeling_shopperbert.py", 
                      "processing_shopperbert.py", "pipeline_shopperbert.py", "row_encoding.py", "collator.py")
 PROCESSOR_FILE = "processor_config.json"
 # What encoding new users needs besides the weights (train.py copies them from the data_prep folder).
-DATA_FILES = ("metadata.json", "vocab.json")
+DATA_FILES = CHECKPOINT_DATA_FILES  # the data contract's list (train.py copies the same files into a run)
 # Metadata keys a user needs to turn purchase logs into model inputs.
 REQUIRED_METADATA = ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year",
                      "text_model")
