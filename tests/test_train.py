@@ -112,22 +112,31 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
     assert single_eval["eval/count_hour"] == info["eval/count_hour"]  # no user lost or doubled in validation
 
 
-# -- bad options fail before training -----------------------------------------------------------------------------
-def test_unknown_preset_fails(tiny_data, tmp_path):
-    result = run_train(["--data", str(tiny_data), "--output", str(tmp_path / "x"), "--preset", "huge"], check=False)
-    assert result.returncode != 0 and "--preset 'huge' is unknown" in result.stderr
+# -- bad options fail before training (checked in-process: `train.main` is the command line) ----------------------
+def train_in_process(argv, capsys) -> tuple[int, str]:
+    """Run `train.main(argv)` in this process; (exit status, stderr)."""
+    import train
+
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([str(a) for a in argv])
+    return exit_info.value.code, capsys.readouterr().err
+
+
+def test_unknown_preset_fails(tiny_data, tmp_path, capsys):
+    code, err = train_in_process(["--data", tiny_data, "--output", tmp_path / "x", "--preset", "huge"], capsys)
+    assert code != 0 and "--preset 'huge' is unknown" in err
     assert not (tmp_path / "x").exists()
 
 
-def test_missing_data_path_fails(tmp_path):
-    result = run_train(["--data", str(tmp_path / "nowhere"), "--output", str(tmp_path / "x")], check=False)
-    assert result.returncode != 0 and "no such folder" in result.stderr
+def test_missing_data_path_fails(tmp_path, capsys):
+    code, err = train_in_process(["--data", tmp_path / "nowhere", "--output", tmp_path / "x"], capsys)
+    assert code != 0 and "no such folder" in err
 
 
-def test_data_folder_without_dataset_fails(tmp_path):
+def test_data_folder_without_dataset_fails(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    result = run_train(["--data", str(tmp_path / "empty"), "--output", str(tmp_path / "x")], check=False)
-    assert result.returncode != 0 and "not a prepared corpus" in result.stderr
+    code, err = train_in_process(["--data", tmp_path / "empty", "--output", tmp_path / "x"], capsys)
+    assert code != 0 and "not a prepared corpus" in err
 
 
 def test_resume_with_disagreeing_data_fails(tiny_data, tmp_path):
@@ -151,7 +160,7 @@ def test_resume_without_checkpoint_fails(tiny_data, tmp_path):
     assert result.returncode != 0 and "no checkpoint found" in result.stderr
 
 
-def test_config_file_and_unknown_option(tiny_data, tmp_path):
+def test_config_file_and_unknown_option(tiny_data, tmp_path, capsys):
     good = tmp_path / "run.yaml"
     good.write_text(f"data: {tiny_data}\npreset: tiny\nmax_steps: 2\nbatch_size: 8\nreport_to: none\n")
     out = tmp_path / "from-yaml"
@@ -160,8 +169,8 @@ def test_config_file_and_unknown_option(tiny_data, tmp_path):
     assert hparams["max_steps"] == 2 and hparams["learning_rate"] == 1e-3 and hparams["preset"] == "tiny"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"data": str(tiny_data), "hidden": 3}))
-    result = run_train(["--config", str(bad)], check=False)
-    assert result.returncode != 0 and "unknown options ['hidden']" in result.stderr
+    code, err = train_in_process(["--config", bad], capsys)
+    assert code != 0 and "unknown options ['hidden']" in err
 
 
 def test_help_lists_every_option_with_a_default():
