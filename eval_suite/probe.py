@@ -269,20 +269,22 @@ def layer_embeddings(name: str, path, purchases, log=print) -> dict[str, np.ndar
     input embeddings ... L the last) and its final [CLS] vector ("NAME [CLS]"), for `probe --layers`."""
     import warnings
 
+    from tqdm.auto import tqdm
+
     from modeling_shopperbert import UserEncoder
 
     from .inputs import embed_users
 
     encoder = UserEncoder.from_pretrained(path, device="cpu")
-    own = encoder.config.user_representation
+    other = "cls" if encoder.config.user_representation == "mean" else "mean"
+    variants = {f"{name} layer {k}": {"hidden_layer": k} for k in range(encoder.config.num_hidden_layers + 1)}
+    variants[f"{name} [CLS]" if other == "cls" else f"{name} mean"] = {"user_representation": other}
     start = time.perf_counter()
-    vectors = {f"{name} layer {k}": embed_users(encoder, purchases, hidden_layer=k)
-               for k in range(encoder.config.num_hidden_layers + 1)}
-    with warnings.catch_warnings():  # the [CLS] vector of a mean-pooled checkpoint: asked for on purpose
+    vectors = {}
+    with warnings.catch_warnings():  # the other pooling of the checkpoint: asked for on purpose
         warnings.simplefilter("ignore", UserWarning)
-        other = "cls" if own == "mean" else "mean"
-        vectors[f"{name} [CLS]" if other == "cls" else f"{name} mean"] = embed_users(encoder, purchases,
-                                                                                   user_representation=other)
+        for label, options in tqdm(variants.items(), desc=f"{name}: layers and poolings", unit="variant"):
+            vectors[label] = embed_users(encoder, purchases, **options)
     log(f"{name}: {len(vectors)} layer/pooling variants in {time.perf_counter() - start:.1f} s")
     return vectors
 
