@@ -41,7 +41,7 @@ from modeling_shopperbert import (
 )
 from modeling_shopperbert.collator import ShopperBertCollator
 from modeling_shopperbert.configuration_shopperbert_heads import ITEM_TOWER_HIDDEN_SIZES
-from modeling_shopperbert.modeling_shopperbert import (
+from modeling_shopperbert.modeling_shopperbert_layers import (
     ShopperBertEmbeddings,
     ShopperBertLayer,
     attention_key_mask,

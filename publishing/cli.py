@@ -12,7 +12,8 @@ The folder written to `--out` is complete on its own:
     config.json                    the model config; `auto_map` names every Auto class ShopperBERT registers
     model.safetensors              the weights (checked tensor by tensor against the checkpoint)
     configuration_shopperbert.py   remote code for `trust_remote_code=True` (transformers only, no package needed)
-    modeling_shopperbert.py
+    modeling_shopperbert.py,
+    modeling_shopperbert_layers.py
     contract.py                    the data contract the configuration imports (special ids, field names)
     processing_shopperbert.py      the processor (raw logs -> model inputs, `AutoProcessor`) and its relative
     row_encoding.py, collator.py     imports; processor_config.json holds its vocabularies and date settings

@@ -18,6 +18,7 @@ FILE_DESCRIPTIONS = {
     "model.safetensors": "weights (encoder and MPP heads)",
     "configuration_shopperbert.py": "remote code: the configuration class",
     "modeling_shopperbert.py": "remote code: the model classes",
+    "modeling_shopperbert_layers.py": "remote code: the model's building blocks (embedding, layers, heads)",
     "contract.py": "remote code: the data contract (special ids, field names) the configuration imports",
     "processing_shopperbert.py": "remote code: the processor (raw purchase logs -> padded model inputs)",
     "row_encoding.py": "remote code: category and date ids (the processor's, shared with `data_prep`)",

@@ -12,10 +12,11 @@ from pathlib import Path
 from modeling_shopperbert.contract import CHECKPOINT_DATA_FILES
 
 # The remote-code files, in the model package: the same ones `save_pretrained` copies (it follows the relative imports:
-# the configuration imports the data contract `contract.py`), then the processor and the feature-extraction pipeline
+# the configuration imports the data contract `contract.py`, the model classes their building blocks
+# `modeling_shopperbert_layers.py`), then the processor and the feature-extraction pipeline
 # (`pipeline_shopperbert.save_pipeline_files`) with theirs (`row_encoding.py`, `collator.py`).
 REMOTE_CODE_FILES = ("configuration_shopperbert.py", "modeling_shopperbert.py", "contract.py",
-                     "processing_shopperbert.py", "pipeline_shopperbert.py", "row_encoding.py", "collator.py")
+                     "modeling_shopperbert_layers.py", "processing_shopperbert.py", "pipeline_shopperbert.py", "row_encoding.py", "collator.py")
 PROCESSOR_FILE = "processor_config.json"
 # What encoding new users needs besides the weights (train.py copies them from the data_prep folder).
 DATA_FILES = CHECKPOINT_DATA_FILES  # the data contract's list (train.py copies the same files into a run)
@@ -25,7 +26,8 @@ REQUIRED_METADATA = ("category_vocab_sizes", "text_embedding_size", "year_vocab_
 DOWNSTREAM_RESULTS_FILE = "downstream_results.json"
 CARD_FILE = "README.md"
 # Every file a published folder must hold (the optional ones are listed in `publishing.cli`'s docstring).
-# (`contract.py` is required where a remote-code file imports it: folders published before it existed work without.)
+# (`contract.py` and `modeling_shopperbert_layers.py` are required where a remote-code file imports them: folders
+# published before they existed work without.)
 REQUIRED_FILES = ("config.json", "model.safetensors", *REMOTE_CODE_FILES[:2], *DATA_FILES, CARD_FILE)
 # Files a published folder may hold; anything else makes `--overwrite` refuse to replace the folder.
 KNOWN_FILES = set(REQUIRED_FILES) | set(REMOTE_CODE_FILES) | {

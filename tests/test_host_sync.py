@@ -16,6 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from modeling_shopperbert import ShopperBertForMaskedPurchasePrediction
 from modeling_shopperbert import modeling_shopperbert as modeling
+from modeling_shopperbert import modeling_shopperbert_layers as layers
 from modeling_shopperbert.collator import DataCollatorForMaskedPurchasePrediction
 from test_collator import make_feature, text_matrix, tiny_config
 
@@ -74,7 +75,12 @@ class HostReadRecorder:
 @pytest.fixture
 def accelerator_path(monkeypatch):
     """The model's accelerator path on CPU tensors: it then treats them as device tensors (async checks only)."""
-    monkeypatch.setattr(modeling, "on_host", lambda tensor: False)
+    on_accelerator_path(monkeypatch)
+
+
+def on_accelerator_path(monkeypatch):
+    for module in (modeling, layers):  # the model classes and the input checks each ask
+        monkeypatch.setattr(module, "on_host", lambda tensor: False)
 
 
 def collated(config, num_users=4, seed=0, **kwargs):
@@ -267,7 +273,7 @@ def test_masked_index_of_the_wrong_type_or_shape():
 def test_masked_index_that_disagrees_with_the_positions(monkeypatch, on_accelerator):
     """E.g. a batch cut along its first dimension (DataParallel) cuts the flat index wrongly: refused."""
     if on_accelerator:
-        monkeypatch.setattr(modeling, "on_host", lambda tensor: False)
+        on_accelerator_path(monkeypatch)
     config = tiny_config()
     model = ShopperBertForMaskedPurchasePrediction(config)
     batch = collated(config)

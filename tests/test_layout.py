@@ -38,7 +38,7 @@ FLOORS = {
     "modeling_shopperbert": CORE,
     **{f"modeling_shopperbert.{name}": CORE for name in (
         "contract", "configuration_shopperbert", "configuration_shopperbert_heads", "modeling_shopperbert",
-        "modeling_shopperbert_heads", "mpp_rules", "row_encoding")},
+        "modeling_shopperbert_layers", "modeling_shopperbert_heads", "mpp_rules", "row_encoding")},
     "data_prep": DATA,
     "data_prep.*": DATA,
     **{f"modeling_shopperbert.{name}": ENCODING for name in ("collator", "encoder", "encode", "processing_shopperbert",

@@ -218,7 +218,8 @@ def test_save_load_round_trip(tmp_path, tester):
     model.save_pretrained(tmp_path)
     files = set(os.listdir(tmp_path))
     assert "model.safetensors" in files and not any(f.endswith(".bin") for f in files)
-    assert {"configuration_shopperbert.py", "modeling_shopperbert.py", "config.json"} <= files
+    assert {"configuration_shopperbert.py", "modeling_shopperbert.py", "modeling_shopperbert_layers.py",
+            "config.json"} <= files
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["auto_map"] == AUTO_MAP
     assert saved["model_type"] == "shopperbert"

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from modeling_shopperbert import ShopperBertConfig, ShopperBertForMaskedPurchasePrediction, ShopperBertModel
 from modeling_shopperbert.collator import DataCollatorForMaskedPurchasePrediction
 from modeling_shopperbert.configuration_shopperbert import CLS_ID, MASK_ID, NUM_SPECIAL_IDS, PAD_ID
-from modeling_shopperbert.modeling_shopperbert import info_nce_loss
+from modeling_shopperbert.modeling_shopperbert_layers import info_nce_loss
 
 SIZES = [10, 20, 30, 40]
 

@@ -113,8 +113,9 @@ def test_folder_is_complete(published, run):
     assert {"config.json", "model.safetensors", "configuration_shopperbert.py", "modeling_shopperbert.py",
             "contract.py", "metadata.json", "vocab.json", "README.md", "training_info.json", "run_config.json",
             "downstream_results.json", "loss_curve.png", "processor_config.json", "processing_shopperbert.py",
-            "row_encoding.py", "collator.py", "pipeline_shopperbert.py"} == names
-    for name in ("configuration_shopperbert.py", "modeling_shopperbert.py", "contract.py"):  # the package's own code
+            "row_encoding.py", "collator.py", "pipeline_shopperbert.py", "modeling_shopperbert_layers.py"} == names
+    for name in ("configuration_shopperbert.py", "modeling_shopperbert.py", "modeling_shopperbert_layers.py",
+                 "contract.py"):  # the package's own code
         assert (published / name).read_bytes() == (ROOT / "modeling_shopperbert" / name).read_bytes(), name
     config = json.loads((published / "config.json").read_text())
     assert config["auto_map"] == AUTO_MAP
