@@ -24,9 +24,9 @@ from pathlib import Path
 # The commands other than `run`: their module (which parses its own options) and a line for `--help`.
 COMMANDS = {
     "probe": ("probe", "linear probes of frozen user representations on the classification tasks"),
-    "costs": ("costs", "the paper's Table 3: computational costs of the downstream models on this machine"),
-    "visualize": ("visualize", "the paper's Figure 2: UMAP of the user representations by demographics"),
-    "ablation": ("ablation", "the paper's Figure 3: time length of the pre-training data"),
+    "costs": ("experiments.costs", "the paper's Table 3: computational costs of the downstream models on this machine"),
+    "visualize": ("experiments.visualize", "the paper's Figure 2: UMAP of the user representations by demographics"),
+    "ablation": ("experiments.ablation", "the paper's Figure 3: time length of the pre-training data"),
     "describe": ("describe_tasks", "build the downstream tasks and print what they hold (TASKS.md)"),
     "model-card": ("model_card", "regenerate the model card's sections from result files"),
     "recipe": ("recipe", "the pre-training recipe ablation, one row per train.py run"),

@@ -1,4 +1,5 @@
-"""Table 3 (`eval_suite.costs`), Figure 2 (`eval_suite.visualize`) and Figure 3 (`eval_suite.ablation`) analogues.
+"""Table 3 (`eval_suite.experiments.costs`), Figure 2 (`eval_suite.experiments.visualize`) and Figure 3
+(`eval_suite.experiments.ablation`) analogues.
 
 Small data only: one real corpus of the last month before the cutoff (hashing text vectors) and a 3-step tiny
 checkpoint for the costs command; hand-made embeddings and evaluation results for the rest. No real pre-training.
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from eval_suite import ablation, costs, visualize
+from eval_suite.experiments import ablation, costs, visualize
 from helpers import run_python
 
 

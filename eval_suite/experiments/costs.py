@@ -1,7 +1,7 @@
-"""`python -m eval_suite.costs`: the paper's Table 3 (computational costs of the downstream models) on this machine.
+"""`python -m eval_suite costs`: the paper's Table 3 (computational costs of the downstream models) on this machine.
 
-    python -m eval_suite.costs --model runs/cj-small/final --data data/cj --out results/costs
-    python -m eval_suite.costs --model ... --data ... --out ... --steps 1000 --max-seconds 60 --device cuda
+    python -m eval_suite costs --model runs/cj-small/final --data data/cj --out results/costs
+    python -m eval_suite costs --model ... --data ... --out ... --steps 1000 --max-seconds 60 --device cuda
 
 Three ways to serve a downstream task, measured on the real inputs of the real users of one task (default
 `coupon_targeting`, our analogue of the paper's Membership Targeting):
@@ -163,7 +163,7 @@ class Subject:
 
 
 def task_users(task_name: str, max_users: int | None = None, seed: int = 0) -> np.ndarray:
-    from .tasks import build_task, load_raw_tables, tables_for
+    from ..tasks import build_task, load_raw_tables, tables_for
 
     task = build_task(task_name, load_raw_tables(tables=tables_for([task_name])))
     users = task.users["user_id"].astype(str).to_numpy(dtype=object)
@@ -185,7 +185,7 @@ def user_embeddings(checkpoint: Path, purchases, users, embeddings_path: Path | 
             raise SystemExit(f"error: --embeddings {embeddings_path} lacks {len(missing)} of the task's users, "
                              f"e.g. {missing[:3]}")
         return vectors[[position[u] for u in users]], None
-    from .inputs import embed_users
+    from ..inputs import embed_users
 
     start = time.perf_counter()
     # a user without purchases in the corpus window gets the zero vector, as in `eval_suite run`
@@ -196,8 +196,8 @@ def user_embeddings(checkpoint: Path, purchases, users, embeddings_path: Path | 
 
 
 def build_subjects(checkpoint: Path, corpus, purchases, users, vectors, trans_max_length: int) -> list[Subject]:
-    from .models import UserInputs, UserTower, small_transformer_config
-    from .run import FineTuneTower
+    from ..models import UserInputs, UserTower, small_transformer_config
+    from ..run import FineTuneTower
 
     config = json.loads((checkpoint / "config.json").read_text())
     bert_length = int(config["max_position_embeddings"]) - 1
@@ -226,7 +226,7 @@ def build_subjects(checkpoint: Path, corpus, purchases, users, vectors, trans_ma
 
 
 def measure(args, log=print) -> dict:
-    from .inputs import Corpus, purchase_inputs
+    from ..inputs import Corpus, purchase_inputs
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -367,7 +367,7 @@ def write(costs: dict, out: Path) -> tuple[Path, Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m eval_suite.costs", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m eval_suite costs", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="a pre-trained ShopperBERT folder (e.g. runs/cj-small/final)")
     p.add_argument("--data", default="data/cj", help="the model's pre-training corpus (data_prep folder)")
@@ -400,7 +400,7 @@ def main(argv=None) -> int:
     if args.steps < 1 or args.batch_size < 1 or args.warmup < 0:
         print("error: --steps and --batch-size must be at least 1, --warmup at least 0", file=sys.stderr)
         return 2
-    from .tasks import TASK_NAMES, TASK_KINDS
+    from ..tasks import TASK_NAMES, TASK_KINDS
 
     if args.task not in TASK_NAMES:
         print(f"error: unknown task {args.task!r}; choose from {list(TASK_NAMES)}", file=sys.stderr)

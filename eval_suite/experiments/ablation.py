@@ -1,9 +1,9 @@
-"""`python -m eval_suite.ablation`: the paper's Figure 3 (time length of the pre-training data).
+"""`python -m eval_suite ablation`: the paper's Figure 3 (time length of the pre-training data).
 
-    python -m eval_suite.ablation --out results/ablation --months 1,3,6,9 --repeats 3 --epochs 8
-    python -m eval_suite.ablation --out results/ablation --quick            # short downstream schedules
-    python -m eval_suite.ablation --out results/ablation --plot-only        # aggregate what exists
-    python -m eval_suite.ablation --out results/ablation --dry-run          # print the commands
+    python -m eval_suite ablation --out results/ablation --months 1,3,6,9 --repeats 3 --epochs 8
+    python -m eval_suite ablation --out results/ablation --quick            # short downstream schedules
+    python -m eval_suite ablation --out results/ablation --plot-only        # aggregate what exists
+    python -m eval_suite ablation --out results/ablation --dry-run          # print the commands
 
 For each window of k months before the cutoff T = 2017-10-02 (start = T - k calendar months; Complete Journey
 starts on 2017-01-01, so 9 months, from 2017-01-02, is all of the data before T but its first day), the existing
@@ -44,9 +44,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .tasks import CUTOFF, TASK_KINDS, TASK_NAMES
+from ..tasks import CUTOFF, TASK_KINDS, TASK_NAMES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MONTHS = (1, 3, 6, 9)
 PRIMARY = {"classification": "auroc", "recommendation": "mrr"}
 METRIC_LABELS = {"auroc": "AUROC", "mrr": "MRR"}
@@ -153,7 +153,7 @@ def step_done(step: str, paths: dict[str, Path]) -> bool:
 
 def downstream_inputs_windowed() -> bool:
     """Does `purchase_inputs` restrict each household's purchases to the corpus' own time window?"""
-    from .inputs import purchase_inputs
+    from ..inputs import purchase_inputs
 
     return "start_date" in inspect.signature(purchase_inputs).parameters
 
@@ -399,7 +399,7 @@ def table(ablation: dict) -> str:
 # Command line
 # ---------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m eval_suite.ablation", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m eval_suite ablation", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="results/ablation", help="work and output folder")
     p.add_argument("--months", default=",".join(map(str, DEFAULT_MONTHS)), help="window lengths (default 1,3,6,9)")

@@ -1,7 +1,7 @@
-"""`python -m eval_suite.visualize`: the paper's Figure 2 (UMAP of the user representations by demographics).
+"""`python -m eval_suite visualize`: the paper's Figure 2 (UMAP of the user representations by demographics).
 
-    python -m eval_suite.visualize --embeddings results/demo/embeddings/MP+A.parquet --out results/demo/umap.png
-    python -m eval_suite.visualize --model runs/cj-small/final --data data/cj --out results/demo/umap.png
+    python -m eval_suite visualize --embeddings results/demo/embeddings/MP+A.parquet --out results/demo/umap.png
+    python -m eval_suite visualize --model runs/cj-small/final --data data/cj --out results/demo/umap.png
 
 The households of Complete Journey with demographics (801; the paper drew 50,000 users) are projected to two
 dimensions with UMAP, one panel per demographic attribute (age, income, household size, kids, marital status,
@@ -65,7 +65,7 @@ def read_embeddings(path) -> tuple[np.ndarray, np.ndarray]:
 def encode_households(checkpoint, data, user_ids, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Embed households with a checkpoint: their purchases before the cutoff, encoded with the corpus vocabulary
     (the same inputs `eval_suite run` gives U-MLP). Households without any purchase are left out."""
-    from .inputs import Corpus, embed_users, purchase_inputs
+    from ..inputs import Corpus, embed_users, purchase_inputs
 
     purchases = purchase_inputs(Corpus.load(data))
     position = {u: i for i, u in enumerate(purchases.user_ids)}
@@ -247,7 +247,7 @@ def probe_table(results: dict) -> str:
 # Command line
 # ---------------------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m eval_suite.visualize", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m eval_suite visualize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--embeddings", help="user embeddings parquet (user_id, embedding), e.g. written by "
