@@ -250,10 +250,7 @@ class UserEncoder:
         representation = self._representation(user_representation)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        layers = self.config.num_hidden_layers
-        if hidden_layer is not None and not -(layers + 1) <= hidden_layer <= layers:
-            raise ValueError(f"hidden_layer must be in [{-(layers + 1)}, {layers}] for a model of {layers} layers, "
-                             f"got {hidden_layer}")
+        self._check_hidden_layer(hidden_layer)
         rows, text = self.prepare_users(users, end_date=end_date, show_progress_bar=bool(show_progress_bar))
         if hasattr(rows, "with_format"):
             columns = [c for c in rows.column_names if c != "timestamp"]
@@ -261,25 +258,9 @@ class UserEncoder:
         num_users = len(rows)
         if num_users == 0:
             raise ValueError("no users to encode")
-        collator = ShopperBertCollator.from_config(self.config, text)
-        lengths = np.array([len(rows[i][TEXT_INDEX_FIELD]) for i in range(num_users)])
-        order = np.argsort(-lengths, kind="stable")
         if show_progress_bar is None:
             show_progress_bar = num_users > batch_size
-        chunks = []
-        for start in tqdm(range(0, num_users, batch_size), desc="encoding users", disable=not show_progress_bar):
-            index = order[start:start + batch_size]
-            batch = collator([rows[int(i)] for i in index])
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            batch.pop("labels", None)  # rows of a labelled split (fine-tuning data) encode like any rows
-            if hidden_layer is None:
-                hidden = self.model(**batch, return_dict=True).last_hidden_state  # (B, T, H)
-            else:
-                hidden = self.model(**batch, output_hidden_states=True, return_dict=True).hidden_states[hidden_layer]
-            chunks.append(pool_user_embedding(hidden, batch["category_ids"], representation,
-                                              batch.get("attention_mask")).float().cpu())
-        embeddings = torch.empty(num_users, chunks[0].shape[-1])
-        embeddings[torch.from_numpy(order)] = torch.cat(chunks)
+        embeddings = self._embed_rows(rows, text, batch_size, representation, hidden_layer, show_progress_bar)
         if normalize:
             embeddings = torch.nn.functional.normalize(embeddings, dim=-1)
         bad = int((~torch.isfinite(embeddings).all(dim=-1)).sum())
@@ -291,6 +272,34 @@ class UserEncoder:
         if not convert_to_tensor and convert_to_numpy:
             embeddings = embeddings.numpy()
         return (self.user_ids(rows), embeddings) if return_user_ids else embeddings
+
+    def _check_hidden_layer(self, hidden_layer: int | None) -> None:
+        layers = self.config.num_hidden_layers
+        if hidden_layer is not None and not -(layers + 1) <= hidden_layer <= layers:
+            raise ValueError(f"hidden_layer must be in [{-(layers + 1)}, {layers}] for a model of {layers} layers, "
+                             f"got {hidden_layer}")
+
+    def _embed_rows(self, rows, text, batch_size: int, representation: str, hidden_layer: int | None,
+                    show_progress_bar: bool) -> torch.Tensor:
+        """`(len(rows), H)` float32 user vectors on the CPU, in the order of `rows` (batched longest first, so that
+        a batch pads little)."""
+        collator = ShopperBertCollator.from_config(self.config, text)
+        lengths = np.array([len(rows[i][TEXT_INDEX_FIELD]) for i in range(len(rows))])
+        order = np.argsort(-lengths, kind="stable")
+        chunks = []
+        for start in tqdm(range(0, len(rows), batch_size), desc="encoding users", disable=not show_progress_bar):
+            batch = collator([rows[int(i)] for i in order[start:start + batch_size]])
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            batch.pop("labels", None)  # rows of a labelled split (fine-tuning data) encode like any rows
+            if hidden_layer is None:
+                hidden = self.model(**batch, return_dict=True).last_hidden_state  # (B, T, H)
+            else:
+                hidden = self.model(**batch, output_hidden_states=True, return_dict=True).hidden_states[hidden_layer]
+            chunks.append(pool_user_embedding(hidden, batch["category_ids"], representation,
+                                              batch.get("attention_mask")).float().cpu())  # (B, H)
+        embeddings = torch.empty(len(rows), chunks[0].shape[-1])
+        embeddings[torch.from_numpy(order)] = torch.cat(chunks)
+        return embeddings
 
     def _representation(self, user_representation: str | None) -> str:
         """The pooling to use: the model's own unless asked otherwise (then a warning)."""
