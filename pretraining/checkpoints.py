@@ -25,7 +25,8 @@ from safetensors.torch import save_file
 
 from data_prep import PreparedData
 from modeling_shopperbert import ShopperBertConfig
-from modeling_shopperbert.contract import FINGERPRINT_KEY, check_fingerprints
+from modeling_shopperbert.contract import FINGERPRINT_KEY
+from modeling_shopperbert.encoder import check_data_matches_config, check_vocabulary
 from pretraining.errors import RunError
 from pretraining.run_folder import continues_this_folder, holds_a_run, use_default_modes, write_json
 
@@ -227,7 +228,7 @@ def resume_config(args, candidates: list[Path], data: PreparedData, fingerprint:
         raise RunError(f"--resume {args.resume}: no usable checkpoint in {candidates[0].parent}")
     config = ShopperBertConfig.from_dict(state["model_config"])
     where = f"the checkpoint {folder}"
-    check_config_matches_data(config, data, args.data, fingerprint, where, check_content=not args.resume_force)
+    check_config_matches_data(config, data, args.data, where, check_content=not args.resume_force)
     changed = {k: (state["run"].get(k), v) for k, v in run.items() if state["run"].get(k) != v}
     described = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changed.items())
     if changed and not args.resume_force:
@@ -242,22 +243,20 @@ def resume_config(args, candidates: list[Path], data: PreparedData, fingerprint:
     return config, candidates[i:]
 
 
-def check_config_matches_data(config: ShopperBertConfig, data: PreparedData, data_path, fingerprint: str,
-                              where: str, check_content: bool = True) -> None:
-    """A checkpoint's vocabularies must be the data's: same sizes, same text dimension and, by content, the same
-    vocabulary fingerprint (two vocabularies of the same sizes can give an id to different categories)."""
-    expected = ShopperBertConfig.from_data_metadata(data.metadata)
-    for name in ("category_vocab_sizes", "text_embedding_size", "year_vocab_size", "date_base_year"):
-        if getattr(config, name) != getattr(expected, name):
-            raise RunError(
-                f"{where} was trained with {name}={getattr(config, name)} but --data "
-                f"{data_path} has {name}={getattr(expected, name)}: the data's metadata disagrees with the "
-                "checkpoint's config (rebuild the data with the same vocabulary, or start a new run)"
-            )
+def check_config_matches_data(config: ShopperBertConfig, data: PreparedData, data_path, where: str,
+                              check_content: bool = True) -> None:
+    """A checkpoint's vocabularies must be the data's: same sizes and, by content, the same vocabulary fingerprint
+    (two vocabularies of the same sizes can give an id to different categories). The check is the encoder's
+    (`check_vocabulary`, the one vocabulary check), worded for a resumed run."""
+    data_where = f"--data {data_path}"
+    try:
+        check_data_matches_config(config, data.metadata, data_where)
+    except ValueError as err:
+        raise RunError(f"{err} (the data's metadata disagrees with the config of {where}: rebuild the data with the "
+                       "same vocabulary, or start a new run)") from None
     if check_content:
         try:
-            check_fingerprints(fingerprint, getattr(config, FINGERPRINT_KEY, None), expected_from=f"--data {data_path}",
-                               found_from=where)
+            check_vocabulary(config, data.metadata, data.vocab, data_where, model=where)
         except ValueError as err:
             raise RunError(f"{err} (--resume-force resumes anyway)") from None
 
