@@ -68,9 +68,9 @@ from .corpus_folder import (
     commit,
     pid_alive,
     prepare_target,
-    write_json,
     write_marker,
 )
+from .json_files import write_json
 from .dataset_writer import MAX_SHARD_BYTES, ShardWriter, assemble_dataset_dict
 from .schema import DataPrepError, parse_date
 from .sources import LogSource
@@ -252,10 +252,10 @@ def _build(run: _BuildRun) -> dict:
     vocabularies = _count_vocabularies(run, store, split.chunk_status)
     texts = _write_texts(run, vocabularies.descriptions)
     rows = _write_user_rows(run, store, split.chunk_status, vocabularies)
-    write_json(run.tmp / VOCAB_FILE, vocabularies.vocab)
+    write_json(run.tmp / VOCAB_FILE, vocabularies.vocab, newline=True)
     fingerprint = vocabulary_fingerprint(json.loads((run.tmp / VOCAB_FILE).read_text()))  # of the file's content
     metadata = _metadata(run, loaded, split, vocabularies, texts, rows, fingerprint)
-    write_json(run.tmp / METADATA_FILE, metadata)
+    write_json(run.tmp / METADATA_FILE, metadata, newline=True)
     split_counts = rows.split_counts
     run.log(f"splits: train {split_counts['train']['users']:,} users / {split_counts['train']['purchases']:,} "
             f"purchases; validation {split_counts['validation']['users']:,} users / "

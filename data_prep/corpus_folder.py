@@ -8,7 +8,6 @@ folders of killed builds are removed by the next build of the same `<out>`.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import uuid
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from modeling_shopperbert.contract import FINGERPRINT_KEY
 
+from .json_files import write_json
 from .schema import DataPrepError
 
 FORMAT_VERSION = 1
@@ -26,10 +26,6 @@ VOCAB_FILE = "vocab.json"
 METADATA_FILE = "metadata.json"
 MARKER_FILE = ".shopperbert-corpus"
 CORPUS_ENTRIES = (DATASET_DIR, EMBEDDINGS_FILE, DESCRIPTIONS_FILE, VOCAB_FILE, METADATA_FILE, MARKER_FILE)
-
-
-def write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def check_output_location(out, overwrite: bool = False, inputs=()) -> Path:
@@ -94,8 +90,9 @@ def prepare_target(out: Path, overwrite: bool, inputs=()) -> Path:
 
 
 def write_marker(folder: Path, metadata: dict) -> None:
-    write_json(folder / MARKER_FILE, {"written_by": "python -m data_prep build", "format_version": FORMAT_VERSION,
-                                       FINGERPRINT_KEY: metadata[FINGERPRINT_KEY]})
+    marker = {"written_by": "python -m data_prep build", "format_version": FORMAT_VERSION,
+              FINGERPRINT_KEY: metadata[FINGERPRINT_KEY]}
+    write_json(folder / MARKER_FILE, marker, newline=True)
 
 
 def pid_alive(pid: int) -> bool:
@@ -136,4 +133,4 @@ def commit(tmp: Path, out: Path) -> None:
 
 __all__ = ["FORMAT_VERSION", "DATASET_DIR", "EMBEDDINGS_FILE", "DESCRIPTIONS_FILE", "VOCAB_FILE", "METADATA_FILE",
            "MARKER_FILE", "CORPUS_ENTRIES", "check_output_location", "prepare_target", "write_marker", "commit",
-           "pid_alive", "write_json"]
+           "pid_alive"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from .corpus_folder import write_json
+from .json_files import write_json
 
 MAX_SHARD_BYTES = 500 * 1000**2  # a new shard file starts above this size (datasets' default)
 
@@ -86,7 +86,7 @@ def assemble_dataset_dict(writers: dict, schema: pa.Schema, target: Path, split_
             os.replace(src, split_dir / dst)
         state["_data_files"] = [{"filename": n} for n in names]
         state["_fingerprint"] = uuid.uuid4().hex[:16]
-        write_json(state_path, state)
+        write_json(state_path, state, newline=True)
     loaded = datasets.load_from_disk(str(target))
     for name in writers:
         if loaded[name].num_rows != split_counts[name]["users"]:

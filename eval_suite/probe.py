@@ -19,14 +19,14 @@ and the classical baselines under the full protocol).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from data_prep.json_files import write_json
 
 DEFAULT_TASKS = ("kids", "coupon_targeting", "nutrition_targeting")
 PROBE_C_GRID = (0.01, 0.1, 1.0)
@@ -213,19 +213,7 @@ def format_table(results: dict) -> str:
 def write_results(path: Path, results: dict) -> None:
     """JSON, written to a temporary file and renamed (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
+    write_json(path, results, indent=1)
 
 
 def probe(checkpoints: dict, data: Path, task_names, out: Path, seeds, representations=("svd", "sbert", "random"),

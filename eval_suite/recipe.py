@@ -18,6 +18,8 @@ import os
 import shutil
 from pathlib import Path
 
+from data_prep.json_files import write_json
+
 CATEGORY_HEADS = ("category_1", "category_2", "category_3", "category_4")
 RUN_FILES = ("eval_results.json", "run_config.json", "mpp_diagnostics.md")
 
@@ -111,8 +113,8 @@ def collect(runs: dict[str, Path], probes: list[Path], out: Path) -> str:
     means = probe_means(probes)
     tasks = sorted({t for p in means.values() for t in p})
     table = render(rows, means, tasks)
-    (out / "recipe.json").write_text(json.dumps({"rows": rows, "probes": [str(p) for p in probes],
-                                                 "runs": {k: str(v) for k, v in runs.items()}}, indent=1))
+    write_json(out / "recipe.json", {"rows": rows, "probes": [str(p) for p in probes],
+                                     "runs": {k: str(v) for k, v in runs.items()}}, indent=1)
     tmp = out / "recipe.md.tmp"
     tmp.write_text(table + "\n")
     os.replace(tmp, out / "recipe.md")

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep.json_files import write_json
+
 ID_COLUMNS = ("category_1", "category_2", "category_3", "category_4", "year", "month", "day", "weekday", "hour")
 
 
@@ -69,9 +71,7 @@ def record_release(model: Path, results: Path, label: str, data: Path, out: Path
               "embeddings_file": "embeddings.parquet", "embeddings_sha256": sha256(out / "embeddings.parquet"),
               "sample_inputs_file": "sample_inputs.npz", "sample_users": [r["user_id"] for r in rows],
               "command": command or "python -m eval_suite release-record"}
-    tmp = out / "release.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1) + "\n")
-    os.replace(tmp, out / "release.json")
+    write_json(out / "release.json", record, indent=1, newline=True)
     return record
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -42,6 +41,8 @@ from .evaluation import (
     instances_of,
     sampled_ranking_metrics,
 )
+from data_prep.json_files import to_json_value, write_json
+
 from .baselines import MAX_VALIDATION_INSTANCES, validation_instances, validation_mrr
 from .inputs import Corpus, Inputs
 from .models import (
@@ -95,7 +96,7 @@ class RunOptions:
     mlp_patience: int = 10
     trans_max_epochs: int = 20
     trans_patience: int = 3
-    finetune_max_epochs: int = 5
+    finetune_max_epochs: int = 20
     trans_max_length: int = 128
     negatives_per_positive: int = 4
     models: tuple = MODEL_CHOICES
@@ -308,13 +309,13 @@ def run(checkpoints: dict[str, Path], data: Path, task_names, out: Path, options
                 entry["models"].setdefault(model_name, {"seeds": {}})["seeds"][str(seed)] = metrics
                 headline = metrics.get("auroc", metrics.get("mrr"))
                 log(f"[{name}] seed {seed} {model_name}: {headline:.4f} ({metrics['seconds']:.0f} s)")
-                write_json(results_path, results)
+                write_json(results_path, results, indent=1)
     from .report import summarise
 
     record_seeds(results)
     summarise(results)
     results["seconds"] = time.perf_counter() - started
-    write_json(results_path, results)
+    write_json(results_path, results, indent=1)
     return results
 
 
@@ -411,13 +412,17 @@ def content_ids(checkpoints: dict[str, Path], data: Path) -> dict:
 
 
 def _settings(config: dict) -> dict:
-    """What must match for a run to resume another: all but seeds, tasks and command line; paths resolved."""
+    """What must match for a run to resume another: all but seeds, tasks and command line (and fine-tuning's options
+    where neither fine-tunes); paths resolved."""
+    from .report import FINETUNE_OPTIONS
+
     same = {k: v for k, v in config.items() if k not in RESUMABLE}
     same["checkpoints"] = {k: str(Path(v).resolve()) for k, v in config.get("checkpoints", {}).items()}
     same["data"] = str(Path(config.get("data", "")).resolve())
-    same["options"] = {k: v for k, v in config.get("options", {}).items()
-                       if k not in ("repeats", "first_seed", "threads")}
-    return json.loads(json.dumps(same, default=_json_default))  # tuples and lists compare equal
+    options = config.get("options", {})
+    unused = () if options.get("finetune") else FINETUNE_OPTIONS  # fine-tuning's, in a run that does not fine-tune
+    same["options"] = {k: v for k, v in options.items() if k not in ("repeats", "first_seed", "threads", *unused)}
+    return json.loads(json.dumps(same, default=to_json_value))  # tuples and lists compare equal
 
 
 def start_results(path: Path, config: dict, resume: bool, overwrite: bool) -> dict:
@@ -584,22 +589,6 @@ def run_finetune(spec, task, split, seed, inputs: Inputs, options: RunOptions) -
     # the same patience as the Transformers trained from scratch (issue 10: every trained model gets the same chance)
     return run_classification(task, split, user_inputs, lambda: FineTuneTower(path), options.finetune_lrs, seed,
                               options.finetune_max_epochs, options.trans_patience)
-
-
-def write_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=_json_default))
-    os.replace(tmp, path)
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
 __all__ = ["MAX_VALIDATION_INSTANCES", "MODEL_CHOICES", "RunOptions", "check_options", "checkpoint_label",

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from data_prep.json_files import write_json
 from pretraining.errors import RunError
 
 # Files train.py keeps in `--output`: a lock while a run uses the folder, and a marker saying train.py made it (only
@@ -148,13 +149,6 @@ def release_lock(path: Path | None) -> None:
         holder = parse_lock(path.read_text())
         if holder and holder["pid"] == os.getpid() and holder["host"] == socket.gethostname():
             path.unlink(missing_ok=True)
-
-
-def write_json(path: Path, value) -> None:
-    """Write a JSON file atomically (a temporary file, then a rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def truncate_log(path: Path, step: int) -> None:
