@@ -156,6 +156,8 @@ def split_sizes(seed_metrics: list[dict]) -> tuple[float, float, str]:
 # their own). The protocol (learning rates, epoch limits, patience, lengths), checkpoints and corpus may not.
 MERGE_FREE_CONFIG = ("options", "tasks", "command", "representations", "seeds", "content")
 MERGE_FREE_OPTIONS = ("repeats", "first_seed", "threads", "models", "finetune", "representations")
+# Options only fine-tuning reads: they must agree between runs that fine-tuned, and a run that did not cannot disagree.
+FINETUNE_OPTIONS = ("finetune_lrs", "finetune_max_epochs")
 
 
 def check_same_content(a: dict | None, b: dict | None, a_name: str, b_name: str) -> None:
@@ -186,14 +188,24 @@ def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
 
     def settings(run):
         config = {k: v for k, v in run["config"].items() if k not in MERGE_FREE_CONFIG}
-        options = {k: v for k, v in run["config"]["options"].items() if k not in MERGE_FREE_OPTIONS}
+        options = {k: v for k, v in run["config"]["options"].items()
+                   if k not in MERGE_FREE_OPTIONS + FINETUNE_OPTIONS}
         return config, options
 
+    def finetuning(run):
+        return {k: run["config"]["options"].get(k) for k in FINETUNE_OPTIONS}
+
+    tuned = [(run, name) for run, name in zip(runs, names) if run["config"]["options"].get("finetune")]
     merged = {"config": {**runs[0]["config"], "options": dict(runs[0]["config"]["options"])}, "tasks": {}}
     merged["config"].pop("command", None)
+    if tuned:  # the merged protocol's fine-tuning is that of the runs that fine-tuned
+        merged["config"]["options"].update(finetuning(tuned[0][0]))
     for run, name in zip(runs, names):
         if settings(run) != settings(runs[0]):
             raise ValueError(f"{name} was made with other settings than {names[0]}; only seeds can differ")
+        if tuned and run["config"]["options"].get("finetune") and finetuning(run) != finetuning(tuned[0][0]):
+            raise ValueError(f"{name} fine-tuned with other settings than {tuned[0][1]} ({finetuning(run)} against "
+                             f"{finetuning(tuned[0][0])})")
         check_same_content(runs[0]["config"].get("content"), run["config"].get("content"), names[0], name)
         for task_name, entry in run["tasks"].items():
             target = merged["tasks"].setdefault(task_name, {"kind": entry["kind"],

@@ -159,6 +159,29 @@ def test_merge_results_of_runs_over_other_models():
         merge_results([run("U-MLP MP", ("u-mlp",)), run("P-Trans", ("p-trans",), trans_max_epochs=3)], ["a", "b"])
 
 
+def test_merge_compares_fine_tuning_settings_only_between_runs_that_fine_tuned():
+    """Fine-tuning in a run of its own (a larger epoch budget) merges with runs that recorded another, unused one."""
+    from dataclasses import asdict
+
+    from eval_suite.report import merge_results
+    from eval_suite.run import RunOptions
+
+    def run(model, first_seed=0, **options):
+        seeds = {str(first_seed + i): {"auroc": 0.6} for i in range(2)}
+        return {"config": {"data": "data/cj", "options": asdict(RunOptions(repeats=2, first_seed=first_seed,
+                                                                           **options))},
+                "tasks": {"kids": {"kind": "classification", "paper_analogue": "GC",
+                                   "models": {model: {"seeds": seeds}}}}}
+
+    plain = run("P-Trans", finetune_max_epochs=5)
+    tuned = run("Fine-tuned MP", finetune=True, finetune_max_epochs=20)
+    merged = merge_results([plain, tuned])
+    assert merged["config"]["options"]["finetune_max_epochs"] == 20 and merged["config"]["options"]["finetune"]
+    assert merge_results([tuned, plain])["config"]["options"]["finetune_max_epochs"] == 20
+    with pytest.raises(ValueError, match=r"b fine-tuned with other settings than a"):
+        merge_results([tuned, run("Fine-tuned MP", first_seed=2, finetune=True, finetune_max_epochs=5)], ["a", "b"])
+
+
 def test_model_card_results_from_seed_ranges_of_two_runs(tmp_path):
     import json
     from dataclasses import asdict

@@ -3,14 +3,13 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers import run_python
 from tiny_data import write_tiny_prepared_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,12 +24,9 @@ def tiny_data(tmp_path_factory):
 
 
 def run_train(args, env_extra=None, launcher=None, check=True):
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1", **(env_extra or {}))
-    command = (launcher or [sys.executable]) + [TRAIN] + args
-    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    if check:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
-    return result
+    """`train.py ARGS` (after `launcher`'s arguments, e.g. `-m accelerate.commands.launch ...`), one thread each."""
+    return run_python([*(launcher or []), TRAIN, *args], timeout=600, check=check,
+                      env_extra={"OMP_NUM_THREADS": "1", **(env_extra or {})})
 
 
 def log_records(output):
@@ -48,7 +44,8 @@ def test_tiny_preset_trains_and_loss_falls(tiny_data, tmp_path):
     assert len(evals) == 2 and evals[-1] < evals[0] * 1.05
     for folder in ("final", "best"):
         files = set(os.listdir(out / folder))
-        assert {"model.safetensors", "config.json", "metadata.json", "vocab.json", "modeling_shopperbert.py"} <= files
+        assert {"model.safetensors", "config.json", "metadata.json", "vocab.json", "modeling_shopperbert.py",
+                "modeling_shopperbert_layers.py"} <= files
     assert (out / "loss_curve.png").stat().st_size > 1000
     results = json.loads((out / "eval_results.json").read_text())
     assert results["step"] == 40 and "eval/prior_accuracy_hour" in results
@@ -95,7 +92,7 @@ def test_two_gloo_processes_match_one_process(tiny_data, tmp_path):
     single = tmp_path / "single"
     run_train(args + ["--output", str(single)])
     double = tmp_path / "double"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+    launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     result = run_train(args + ["--output", str(double)], env_extra={"ACCELERATE_USE_CPU": "1"}, launcher=launcher)
     assert "2 process(es), batch 4 x 2 x 1" in result.stdout + result.stderr
