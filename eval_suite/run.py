@@ -414,7 +414,7 @@ def content_ids(checkpoints: dict[str, Path], data: Path) -> dict:
 def _settings(config: dict) -> dict:
     """What must match for a run to resume another: all but seeds, tasks and command line (and fine-tuning's options
     where neither fine-tunes); paths resolved."""
-    from .report import FINETUNE_OPTIONS
+    from .merging import FINETUNE_OPTIONS
 
     same = {k: v for k, v in config.items() if k not in RESUMABLE}
     same["checkpoints"] = {k: str(Path(v).resolve()) for k, v in config.get("checkpoints", {}).items()}
@@ -443,7 +443,7 @@ def start_results(path: Path, config: dict, resume: bool, overwrite: bool) -> di
                          if old["options"].get(k) != new["options"].get(k))
         raise ValueError(f"error: --resume: {path} was made with other settings ({', '.join(differ)} differ); only "
                          "seeds and tasks may change. Use another --out, or --overwrite to replace it")
-    from .report import check_same_content
+    from .merging import check_same_content
 
     check_same_content(previous["config"].get("content"), config.get("content"), str(path), "--resume")
     tasks = {name: {"kind": entry["kind"], "paper_analogue": entry.get("paper_analogue"),
@@ -455,7 +455,7 @@ def start_results(path: Path, config: dict, resume: bool, overwrite: bool) -> di
 
 def record_seeds(results: dict) -> None:
     """The options' `first_seed` / `repeats` cover every seed the results hold (a resumed run adds its own to the
-    earlier ones), as `report.merge_results` records merged runs; `config["seeds"]` lists them."""
+    earlier ones), as `merging.merge_results` records merged runs; `config["seeds"]` lists them."""
     seeds = {int(s) for e in results["tasks"].values() for m in e["models"].values() for s in m["seeds"]}
     if seeds:
         results["config"]["options"].update(first_seed=min(seeds), repeats=len(seeds))

@@ -10,7 +10,8 @@ import shlex
 from dataclasses import asdict
 from pathlib import Path
 
-from eval_suite.report import complete_seeds, headline_table, summarise, table4, table5, table6
+from eval_suite.merging import complete_seeds
+from eval_suite.report import headline_table, summarise, table4, table5, table6
 
 
 def protocol_name(options: dict) -> str:

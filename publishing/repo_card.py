@@ -22,7 +22,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from eval_suite.report import merge_results, primary_umlp, write_tables
+from eval_suite.merging import merge_results
+from eval_suite.report import primary_umlp, write_tables
 
 from .downstream import load_results, repo_path, result_sources, results_section, split_results_spec
 from .model_index import REPO_CARD_LABELS, downstream_eval_results

@@ -111,7 +111,7 @@ def test_stopped_run_reports_only_seeds_every_model_finished():
 def test_merge_results_of_runs_over_other_seeds():
     from dataclasses import asdict
 
-    from eval_suite.report import merge_results
+    from eval_suite.merging import merge_results
     from eval_suite.run import RunOptions
 
     def run(first_seed, values, **options):
@@ -138,7 +138,7 @@ def test_merge_results_of_runs_over_other_models():
     """The Transformers in a run of their own merge with the U-MLP run of the same protocol; a clash still fails."""
     from dataclasses import asdict
 
-    from eval_suite.report import merge_results
+    from eval_suite.merging import merge_results
     from eval_suite.run import RunOptions
 
     def run(model, models, first_seed=0, **options):
@@ -163,7 +163,7 @@ def test_merge_compares_fine_tuning_settings_only_between_runs_that_fine_tuned()
     """Fine-tuning in a run of its own (a larger epoch budget) merges with runs that recorded another, unused one."""
     from dataclasses import asdict
 
-    from eval_suite.report import merge_results
+    from eval_suite.merging import merge_results
     from eval_suite.run import RunOptions
 
     def run(model, first_seed=0, **options):

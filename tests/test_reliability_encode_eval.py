@@ -375,7 +375,7 @@ def test_resume_and_merge_refuse_a_checkpoint_whose_weights_changed(tiny, tmp_pa
     """Same paths, other weights (the checkpoint was retrained in place): the seeds of two models are never pooled,
     neither by --resume nor by merging results; an older results.json without content ids is still accepted."""
     from eval_suite import run as R
-    from eval_suite.report import merge_results
+    from eval_suite.merging import merge_results
 
     model = tmp_path / "model"
     shutil.copytree(tiny["model"], model)

@@ -266,7 +266,7 @@ def test_seeds_that_are_not_one_range_are_recorded_and_named():
     from dataclasses import asdict
 
     from eval_suite.model_card import run_command
-    from eval_suite.report import merge_results
+    from eval_suite.merging import merge_results
     from eval_suite.run import RunOptions, record_seeds
 
     def run(seeds):
