@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="purchases per user for P-/UP-/T-Trans (default 128; 64 with --quick)")
     run.add_argument("--model-card", default=None, help="update the results section of this model card")
     run.add_argument("--threads", type=int, default=None, help="torch threads")
+    run.add_argument("--device", default="cpu",
+                     help="where the downstream models train: cpu (default), cuda, cuda:N or mps; the protocol is the "
+                          "same, so runs on different devices merge (the user embeddings are encoded on the CPU)")
     for kind in ("mlp", "trans", "finetune"):
         run.add_argument(f"--{kind}-lrs", default=None,
                          help=f"comma-separated learning rates for {kind} models (default: 1e-4,3e-4,1e-3; quick: 1e-3 "
@@ -148,7 +151,7 @@ def run_options(args):
             overrides[f"{kind}_max_epochs"] = getattr(args, f"{kind}_max_epochs")
     if args.models is not None:
         overrides["models"] = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    overrides.update(first_seed=args.first_seed, finetune=args.finetune, threads=args.threads,
+    overrides.update(first_seed=args.first_seed, finetune=args.finetune, threads=args.threads, device=args.device,
                      max_users=args.max_users, representations=representations)
     return RunOptions.quick(**overrides) if args.quick else RunOptions(**overrides)
 

@@ -37,7 +37,6 @@ Command line (all six tasks, seeds 0-2, JSON to stdout or ``--out``)::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
@@ -45,6 +44,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+
+from data_prep.json_files import write_json
 
 from .evaluation import (
     auroc,
@@ -560,10 +561,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None, help="write the per-seed results as JSON here")
     args = parser.parse_args(argv)
     results = run_all(args.seeds, args.negatives_root, names=args.tasks)
-    text = json.dumps(results, indent=1, default=float)
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+        write_json(args.out, results, indent=1)
     with pd.option_context("display.width", 250, "display.max_columns", 40):
         print(summarize(results).round(4).T.to_string())
 
@@ -572,33 +571,10 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = [
-    "C_GRID",
-    "CooccurrenceRecommender",
-    "FEATURE_SETS",
-    "HYBRID_WEIGHTS",
-    "HybridRecommender",
-    "LABEL_AWARE_RECOMMENDERS",
-    "LogisticRegressionBaseline",
-    "MAX_VALIDATION_INSTANCES",
-    "PopularityRecommender",
-    "PurchaseFeatures",
-    "RECOMMENDERS",
-    "TrainLabelPopularityRecommender",
-    "RFM_FEATURES",
-    "DEFAULT_LEVELS",
-    "DEFAULT_COOCCURRENCE_LEVEL",
-    "item_concept_links",
-    "label_aware_recommender",
-    "load_baseline_tables",
-    "make_recommender",
-    "rfm_table",
-    "run_all",
-    "run_logistic_regression",
-    "run_recommendation_baseline",
-    "summarize",
-    "user_purchase_features",
-    "validation_instances",
-    "validation_mrr",
-    "with_baseline_columns",
-]
+__all__ = ["C_GRID", "CooccurrenceRecommender", "FEATURE_SETS", "HYBRID_WEIGHTS", "HybridRecommender",
+           "LABEL_AWARE_RECOMMENDERS", "LogisticRegressionBaseline", "MAX_VALIDATION_INSTANCES",
+           "PopularityRecommender", "PurchaseFeatures", "RECOMMENDERS", "TrainLabelPopularityRecommender",
+           "RFM_FEATURES", "DEFAULT_LEVELS", "DEFAULT_COOCCURRENCE_LEVEL", "item_concept_links",
+           "label_aware_recommender", "load_baseline_tables", "make_recommender", "rfm_table", "run_all",
+           "run_logistic_regression", "run_recommendation_baseline", "summarize", "user_purchase_features",
+           "validation_instances", "validation_mrr", "with_baseline_columns"]

@@ -251,19 +251,19 @@ class Inputs:
         return vectors
 
     def vectors(self, name: str) -> UserInputs:
-        return UserInputs(self.purchases.user_ids, vectors=self.embeddings[name])
+        return UserInputs(self.purchases.user_ids, vectors=self.embeddings[name], device=self.options.device)
 
     def sequences(self, with_vectors: str | None = None) -> UserInputs:
         return UserInputs(self.purchases.user_ids, vectors=self.embeddings[with_vectors] if with_vectors else None,
                           rows=self.purchases.rows, text_embeddings=self.purchases.text_embeddings,
-                          max_length=self.options.trans_max_length)
+                          max_length=self.options.trans_max_length, device=self.options.device)
 
     def history(self, task, tables) -> UserInputs:
         if task.name not in self._histories:
             self._histories[task.name] = history_inputs(task, tables, self.corpus, self.purchases.user_ids)
         h = self._histories[task.name]
         return UserInputs(h.user_ids, rows=h.rows, text_embeddings=h.text_embeddings,
-                          max_length=self.options.trans_max_length)
+                          max_length=self.options.trans_max_length, device=self.options.device)
 
     def items(self, task) -> np.ndarray:
         if task.name not in self._items:

@@ -9,7 +9,7 @@ from __future__ import annotations
 # and which models they ran (`--models`, `--finetune`, `--representations`: e.g. the Transformers in a run of
 # their own). The protocol (learning rates, epoch limits, patience, lengths), checkpoints and corpus may not.
 MERGE_FREE_CONFIG = ("options", "tasks", "command", "representations", "seeds", "content")
-MERGE_FREE_OPTIONS = ("repeats", "first_seed", "threads", "models", "finetune", "representations")
+MERGE_FREE_OPTIONS = ("repeats", "first_seed", "threads", "device", "models", "finetune", "representations")
 # Options only fine-tuning reads: they must agree between runs that fine-tuned, and a run that did not cannot disagree.
 FINETUNE_OPTIONS = ("finetune_lrs", "finetune_max_epochs")
 

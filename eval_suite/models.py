@@ -111,6 +111,7 @@ class UserInputs:
     rows: object | None = None  # datasets.Dataset / list of prepared rows aligned with user_ids (None = no sequence)
     text_embeddings: np.ndarray | None = None
     max_length: int = 128
+    device: str = "cpu"  # where batches go, and where the models trained on these inputs run
 
     def __post_init__(self):
         self.position = {u: i for i, u in enumerate(self.user_ids)}
@@ -132,7 +133,7 @@ class UserInputs:
             out["user_embedding"] = torch.from_numpy(self.vectors[idx]).float()
         if self._collator is not None:
             out.update(self._collator([self._row(int(i)) for i in idx]))
-        return out
+        return {k: v.to(self.device) for k, v in out.items()}
 
     def _row(self, i: int):
         row = self._cache.get(i)
@@ -200,6 +201,22 @@ class FitResult:
         return epoch - self.best_epoch >= patience
 
 
+def check_device(device: str) -> str:
+    """`device` (e.g. "cpu", "cuda", "cuda:1", "mps") if torch can use it here, else ValueError saying why."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"error: --device {device!r} is not a torch device ({err})") from None
+    usable = {"cpu": lambda: True, "cuda": torch.cuda.is_available,
+              "mps": lambda: torch.backends.mps.is_available()}.get(parsed.type)
+    if usable is None or not usable():
+        raise ValueError(f"error: --device {device!r}: not available on this machine (cpu, or cuda / mps where torch "
+                         "sees one)")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"error: --device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 def _batches(items: np.ndarray, size: int, rng: np.random.Generator | None):
     order = rng.permutation(len(items)) if rng is not None else np.arange(len(items))
     for start in range(0, len(items), size):
@@ -217,7 +234,7 @@ def user_scores(tower: UserTower, inputs: UserInputs, user_ids: Sequence[str], b
     tower.eval()
     out = []
     for start in range(0, len(user_ids), batch_size):
-        out.append(tower(inputs.batch(user_ids[start:start + batch_size])).squeeze(-1).float())
+        out.append(tower(inputs.batch(user_ids[start:start + batch_size])).squeeze(-1).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
@@ -227,6 +244,7 @@ def fit_classifier(tower: UserTower, inputs: UserInputs, train_ids, train_labels
     """Binary cross-entropy on users; keeps the epoch with the best validation metric (e.g. AUROC)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    tower.to(inputs.device)
     optimizer, scheduler = _make_optimizer(tower, lr)
     train_ids = np.asarray(train_ids, dtype=object)
     labels = dict(zip(train_ids, np.asarray(train_labels, dtype=np.float32)))
@@ -235,7 +253,7 @@ def fit_classifier(tower: UserTower, inputs: UserInputs, train_ids, train_labels
         tower.train()
         for users in _batches(train_ids, batch_size, rng):
             logits = tower(inputs.batch(list(users))).squeeze(-1)
-            target = torch.tensor([labels[u] for u in users])
+            target = torch.tensor([labels[u] for u in users], device=inputs.device)
             loss = F.binary_cross_entropy_with_logits(logits.float(), target)
             optimizer.zero_grad()
             loss.backward()
@@ -284,9 +302,9 @@ class TwoTowerScorer(nn.Module):
             vectors.append(self.user_tower(inputs.batch(list(unique_users[start:start + user_batch]))))
         users = torch.cat(vectors)  # (U, d)
         items = self.item_tower(self.item_features)  # (I, d)
-        item_idx = self.item_index(item_ids)
-        scores = (users[torch.from_numpy(user_inverse.astype(np.int64))] * items[item_idx]).sum(-1)
-        return scores.float().numpy()
+        item_idx = self.item_index(item_ids).to(items.device)
+        scores = (users[torch.from_numpy(user_inverse.astype(np.int64)).to(users.device)] * items[item_idx]).sum(-1)
+        return scores.float().cpu().numpy()
 
     def to_pretrained(self) -> ShopperBertTwoTowerModel:
         """This recommender as a `ShopperBertTwoTowerModel` with the same weights (`save_pretrained`, `push_to_hub`);
@@ -317,6 +335,8 @@ def fit_recommender(scorer: TwoTowerScorer, inputs: UserInputs, pairs_for_epoch,
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    device = torch.device(inputs.device)
+    scorer.to(device)
     optimizer, scheduler = _make_optimizer(scorer, lr)
     best = FitResult.start(scorer)
     for epoch in range(max_epochs):
@@ -329,8 +349,8 @@ def fit_recommender(scorer: TwoTowerScorer, inputs: UserInputs, pairs_for_epoch,
         positives = np.bincount(inverse, weights=labels, minlength=len(users))
         by_user = np.argsort(inverse, kind="stable")  # pair positions grouped by user
         offsets = np.r_[0, np.cumsum(counts)]
-        all_items = scorer.item_index(pairs["item_id"].to_numpy())
-        all_labels = torch.from_numpy(labels.astype(np.float32))
+        all_items = scorer.item_index(pairs["item_id"].to_numpy()).to(device)
+        all_labels = torch.from_numpy(labels.astype(np.float32)).to(device)
         order = rng.permutation(len(users))
         start = 0
         while start < len(order):
@@ -339,9 +359,9 @@ def fit_recommender(scorer: TwoTowerScorer, inputs: UserInputs, pairs_for_epoch,
                 chosen.append(order[start])
                 count += positives[order[start]]
                 start += 1
-            rows = np.concatenate([by_user[offsets[u]:offsets[u + 1]] for u in chosen])  # pair positions
+            rows = torch.from_numpy(np.concatenate([by_user[offsets[u]:offsets[u + 1]] for u in chosen])).to(device)
             user_vectors = scorer.user_tower(inputs.batch(list(users[chosen])))  # (U, d)
-            owner = torch.from_numpy(np.repeat(np.arange(len(chosen)), counts[chosen]))
+            owner = torch.from_numpy(np.repeat(np.arange(len(chosen)), counts[chosen])).to(device)
             item_vectors = scorer.item_tower(scorer.item_features[all_items[rows]])  # (P, d)
             logits = (user_vectors[owner] * item_vectors).sum(-1)  # (P,)
             loss = F.binary_cross_entropy_with_logits(logits.float(), all_labels[rows])
@@ -363,6 +383,7 @@ __all__ = [
     "TwoTowerScorer",
     "UserInputs",
     "UserTower",
+    "check_device",
     "fit_classifier",
     "fit_recommender",
     "small_transformer_config",

@@ -51,6 +51,7 @@ from .models import (
     TwoTowerScorer,
     UserInputs,
     UserTower,
+    check_device,
     fit_classifier,
     fit_recommender,
     small_transformer_config,
@@ -103,6 +104,7 @@ class RunOptions:
     representations: tuple = ("svd", "sbert", "random")  # U-MLP rows on representation baselines (not checkpoints)
     finetune: bool = False
     threads: int | None = None
+    device: str = "cpu"  # where the downstream models train (the user embeddings are always encoded on the CPU)
     max_users: int | None = None  # subsample each task's users (tests and smoke runs only)
 
     @classmethod
@@ -336,6 +338,7 @@ def check_options(checkpoints: dict, options: RunOptions) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"error: {name} must be a whole number of at least 1, got {value!r}")
+    check_device(options.device)
     try:
         names = parse_representations(options.representations)
     except ValueError as err:
@@ -421,7 +424,7 @@ def _settings(config: dict) -> dict:
     same["data"] = str(Path(config.get("data", "")).resolve())
     options = config.get("options", {})
     unused = () if options.get("finetune") else FINETUNE_OPTIONS  # fine-tuning's, in a run that does not fine-tune
-    same["options"] = {k: v for k, v in options.items() if k not in ("repeats", "first_seed", "threads", *unused)}
+    same["options"] = {k: v for k, v in options.items() if k not in ("repeats", "first_seed", "threads", "device", *unused)}
     return json.loads(json.dumps(same, default=to_json_value))  # tuples and lists compare equal
 
 
@@ -585,7 +588,7 @@ def run_finetune(spec, task, split, seed, inputs: Inputs, options: RunOptions) -
     config = json.loads((path / "config.json").read_text())
     user_inputs = UserInputs(inputs.purchases.user_ids, rows=inputs.purchases.rows,
                              text_embeddings=inputs.purchases.text_embeddings,
-                             max_length=config["max_position_embeddings"] - 1)
+                             max_length=config["max_position_embeddings"] - 1, device=options.device)
     # the same patience as the Transformers trained from scratch (issue 10: every trained model gets the same chance)
     return run_classification(task, split, user_inputs, lambda: FineTuneTower(path), options.finetune_lrs, seed,
                               options.finetune_max_epochs, options.trans_patience)

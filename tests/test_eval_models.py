@@ -132,6 +132,8 @@ def test_merge_results_of_runs_over_other_seeds():
         merge_results([run(0, [0.6, 0.7]), run(1, [0.8])], ["a", "b"])
     with pytest.raises(ValueError, match="b was made with other settings than a"):
         merge_results([run(0, [0.6]), run(1, [0.8], mlp_max_epochs=5)], ["a", "b"])
+    merged = merge_results([run(0, [0.6]), run(1, [0.8], device="cuda", threads=4)])  # where it ran: not protocol
+    assert sorted(merged["tasks"]["kids"]["models"]["U-MLP MP"]["seeds"]) == ["0", "1"]
 
 
 def test_merge_results_of_runs_over_other_models():

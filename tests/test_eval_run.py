@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from eval_suite.tasks import CUTOFF
 from helpers import run_python
@@ -180,6 +181,30 @@ def test_protocol_and_options_checks():
     with pytest.raises(ValueError, match="taken by representation baselines"):
         check_options({"SVD": Path("mp")}, RunOptions())
     check_options({"SVD": Path("mp")}, RunOptions(representations=("sbert",)))
+    with pytest.raises(ValueError, match="'tpu' is not a torch device"):
+        check_options({"MP": Path("mp")}, RunOptions(device="tpu"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda': not available on this machine"):
+            check_options({"MP": Path("mp")}, RunOptions(device="cuda"))
+    check_options({"MP": Path("mp")}, RunOptions(device="cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_run_on_cuda_matches_the_cpu_run(corpus_and_model, tmp_path):
+    """--device cuda trains the downstream models on the GPU: the same protocol, numbers within GPU arithmetic."""
+    corpus, checkpoint = corpus_and_model
+    runs = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / device
+        _run(["-m", "eval_suite", "run", "--model", f"MP={checkpoint}", "--data", str(corpus), "--tasks",
+              "kids,featured_products", "--quick", "--repeats", "1", "--max-users", "120", "--models",
+              "u-mlp,p-trans", "--representations", "none", "--device", device, "--out", str(out)])
+        runs[device] = json.loads((out / "results.json").read_text())
+    for task, entry in runs["cpu"]["tasks"].items():
+        key = "auroc" if entry["kind"] == "classification" else "mrr"
+        for name, model in entry["models"].items():
+            cpu, cuda = model["seeds"]["0"], runs["cuda"]["tasks"][task]["models"][name]["seeds"]["0"]
+            assert abs(cpu[key] - cuda[key]) < 0.05, (task, name, cpu[key], cuda[key])
 
 
 def test_training_record_flags_runs_stopped_by_their_cap():
