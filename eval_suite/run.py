@@ -45,6 +45,7 @@ from data_prep.json_files import to_json_value, write_json
 
 from .baselines import MAX_VALIDATION_INSTANCES, validation_instances, validation_mrr
 from .inputs import Corpus, Inputs
+from .merging import FINETUNE_OPTIONS
 from .models import (
     REC_DIM,
     ItemTower,
@@ -132,11 +133,12 @@ def protocol_description(options: RunOptions) -> str:
     def show(value):
         return "[" + ", ".join(f"{v:g}" for v in value) + "]" if isinstance(value, (list, tuple)) else str(value)
 
-    differs = [k for k in PROTOCOL_FIELDS if not same(mine[k], full[k])]
+    fields = [k for k in PROTOCOL_FIELDS if options.finetune or k not in FINETUNE_OPTIONS]
+    differs = [k for k in fields if not same(mine[k], full[k])]
     detail = ", ".join(f"{k} {show(mine[k])}" for k in differs)
     if not differs:
         text = "full"
-    elif all(same(mine[k], quick[k]) for k in PROTOCOL_FIELDS):
+    elif all(same(mine[k], quick[k]) for k in fields):
         text = f"quick (reduced: {detail})"
     else:
         text = f"custom (differs from full: {detail})"
@@ -417,8 +419,6 @@ def content_ids(checkpoints: dict[str, Path], data: Path) -> dict:
 def _settings(config: dict) -> dict:
     """What must match for a run to resume another: all but seeds, tasks and command line (and fine-tuning's options
     where neither fine-tunes); paths resolved."""
-    from .merging import FINETUNE_OPTIONS
-
     same = {k: v for k, v in config.items() if k not in RESUMABLE}
     same["checkpoints"] = {k: str(Path(v).resolve()) for k, v in config.get("checkpoints", {}).items()}
     same["data"] = str(Path(config.get("data", "")).resolve())

@@ -16,10 +16,13 @@ from eval_suite.report import headline_table, summarise, table4, table5, table6
 
 def protocol_name(options: dict) -> str:
     """"quick mode", "full protocol" (RunOptions' defaults) or "reduced protocol", from a run's options."""
+    from eval_suite.merging import FINETUNE_OPTIONS
     from eval_suite.run import RunOptions
 
     keys = ("mlp_lrs", "trans_lrs", "finetune_lrs", "mlp_max_epochs", "trans_max_epochs", "finetune_max_epochs",
             "trans_max_length")
+    if not options.get("finetune"):  # fine-tuning's budget does not describe a run that did not fine-tune
+        keys = tuple(k for k in keys if k not in FINETUNE_OPTIONS)
 
     def schedule(values: dict) -> dict:  # JSON turned the tuples into lists
         return {k: list(values[k]) if isinstance(values.get(k), (list, tuple)) else values.get(k) for k in keys}
@@ -57,13 +60,16 @@ def results_section(results: dict, results_dir: Path | list[Path] | None = None,
         seeds = f"{next(iter(counts.values()), 0)} seed(s) per task"
     else:
         seeds = "seeds per task: " + ", ".join(f"{name} {n}" for name, n in counts.items())
+    tuned = bool(options.get("finetune"))
     lines = [
         f"Produced by `python -m eval_suite run` ({seeds}; "
-        f"{protocol_name(options)}; learning rates {list(options['mlp_lrs'])} for MLPs, "
-        f"{list(options['trans_lrs'])} for Transformers and {list(options['finetune_lrs'])} for fine-tuning, "
-        f"chosen on validation users; at most {options['mlp_max_epochs']} epochs for MLPs, "
-        f"{options['trans_max_epochs']} for Transformers, {options['finetune_max_epochs']} for fine-tuning, "
-        f"with early stopping on validation; P-/UP-/T-Trans read the most recent {options['trans_max_length']} "
+        f"{protocol_name(options)}; learning rates {list(options['mlp_lrs'])} for MLPs"
+        + (f", {list(options['trans_lrs'])} for Transformers and {list(options['finetune_lrs'])} for fine-tuning"
+           if tuned else f" and {list(options['trans_lrs'])} for Transformers")
+        + f", chosen on validation users; at most {options['mlp_max_epochs']} epochs for MLPs"
+        + (f", {options['trans_max_epochs']} for Transformers, {options['finetune_max_epochs']} for fine-tuning"
+           if tuned else f" and {options['trans_max_epochs']} for Transformers (no fine-tuning in these runs)")
+        + f", with early stopping on validation; P-/UP-/T-Trans read the most recent {options['trans_max_length']} "
         "events). "
         "Mean ± standard deviation over seeds; each seed draws a new 70/15/15 user split and new fixed negatives, "
         "shared by all models." + stopped,
