@@ -171,7 +171,12 @@ def test_protocol_and_options_checks():
     assert full.mlp_lrs == full.trans_lrs == full.finetune_lrs == (1e-4, 3e-4, 1e-3)
     assert protocol_description(full) == "full" and protocol_description(RunOptions(repeats=3)) == "full"
     quick = protocol_description(RunOptions.quick())
-    assert quick.startswith("quick (reduced: mlp_lrs [0.001], trans_lrs [0.001], finetune_lrs [0.0001]")
+    assert quick.startswith("quick (reduced: mlp_lrs [0.001], trans_lrs [0.001], mlp_max_epochs 20")
+    assert "finetune" not in quick  # a run that does not fine-tune is not described by fine-tuning's budget
+    assert protocol_description(RunOptions.quick(finetune=True)).startswith(
+        "quick (reduced: mlp_lrs [0.001], trans_lrs [0.001], finetune_lrs [0.0001]")
+    assert protocol_description(RunOptions(finetune_max_epochs=5)) == "full"
+    assert "finetune_max_epochs 5" in protocol_description(RunOptions(finetune=True, finetune_max_epochs=5))
     assert "trans_max_epochs 3" in quick
     assert protocol_description(RunOptions(trans_lrs=(1e-3,))) == "custom (differs from full: trans_lrs [0.001])"
     assert "subsampled to 50 users" in protocol_description(RunOptions.quick(max_users=50))
