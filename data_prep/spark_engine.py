@@ -59,7 +59,11 @@ PURCHASES_PER_BUCKET = 1_000_000  # pass 3 encodes about this many purchases per
 
 def check_spark_available() -> None:
     """Refuse `--engine spark` (before any work) when pyspark or Java is missing."""
-    if importlib.util.find_spec("pyspark") is None:
+    try:
+        spec = importlib.util.find_spec("pyspark")
+    except (ImportError, ValueError):  # ValueError: a pyspark module without a spec (blocked in sys.modules)
+        spec = None
+    if spec is None:
         raise DataPrepError("--engine spark needs pyspark: pip install 'shopperbert[spark]' (or pip install "
                             "pyspark), or use --engine local")
     if not os.environ.get("JAVA_HOME") and shutil.which("java") is None:
@@ -86,16 +90,18 @@ def spark_session(master: str | None):
         spark = builder.getOrCreate()
     else:
         spark = active
-    previous = spark.conf.get("spark.sql.session.timeZone")
-    spark.conf.set("spark.sql.session.timeZone", "UTC")
-    spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    settings = {"spark.sql.session.timeZone": "UTC", "spark.sql.execution.arrow.pyspark.enabled": "true"}
+    previous = {key: spark.conf.get(key) for key in settings}
+    for key, value in settings.items():
+        spark.conf.set(key, value)
     try:
         yield spark
     finally:
         if active is None:
             spark.stop()
         else:
-            spark.conf.set("spark.sql.session.timeZone", previous)
+            for key, value in previous.items():
+                spark.conf.set(key, value)
 
 
 def _local_cores(master: str) -> int:

@@ -151,7 +151,8 @@ def _timestamp_seconds(frame, arrow_type, mapping, origin: str):
     column = frame["timestamp"]
     dtype = frame.schema["timestamp"].dataType
     if isinstance(dtype, (T.TimestampType, T.TimestampNTZType, T.DateType)):
-        zone = mapping.timezone or getattr(arrow_type, "tz", None)
+        aware = getattr(arrow_type, "tz", None)  # naive timestamps keep their wall-clock time, as in the local engine
+        zone = (mapping.timezone or aware) if aware else None
         column = column.cast("timestamp")
         return (F.from_utc_timestamp(column, zone) if zone else column).cast("long")
     if isinstance(dtype, T.NumericType):

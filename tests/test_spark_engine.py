@@ -117,6 +117,21 @@ def test_spark_corpus_equals_local_on_csv_files(tmp_path, capsys):
     assert meta["counts"]["duplicates_removed"] == 2 and meta["counts"]["users_after_dedup"] == 23
 
 
+def test_spark_corpus_equals_local_for_an_in_memory_log(tmp_path):
+    """A source Spark cannot read itself (`DataFrameSource`) goes through the local engine's validation."""
+    from data_prep import DataFrameSource, HashingTextEncoder, ProcessingOptions, build_dataset
+
+    frame = pd.DataFrame({"user_id": [f"u{i % 12}" for i in range(60)],
+                          "timestamp": pd.Timestamp("2022-05-01") + pd.to_timedelta(np.arange(60) * 7, unit="h"),
+                          "category_1": [["a", "b", None][i % 3] for i in range(60)],
+                          "description": [f"thing {i % 7}" for i in range(60)]})
+    options = ProcessingOptions(min_monthly_rate=0, top_fraction=0, validation_fraction=0.25)
+    for engine in ("local", "spark"):
+        build_dataset(DataFrameSource(frame), tmp_path / engine, options=options, text_encoder=HashingTextEncoder(8),
+                      progress=False, log=lambda m: None, engine=engine)
+    assert_same_corpus(tmp_path / "local", tmp_path / "spark")
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # bad input: the local engine's errors
 # ------------------------------------------------------------------------------------------------------------------
