@@ -1,6 +1,7 @@
 # ShopperBERT: `make demo` (the whole pipeline on real data) and `make test` (install + tests).
-# Both create .venv on first use. TORCH_SPEC is installed first, before the package, so pip never pulls a
-# multi-GB CUDA build on CPU machines; a venv that already has torch (e.g. a GPU build) keeps it.
+# Both create .venv on first use (with the extras dev and spark: pyspark, for `data_prep build --engine spark`).
+# TORCH_SPEC is installed first, before the package, so pip never pulls a multi-GB CUDA build on CPU machines; a
+# venv that already has torch (e.g. a GPU build) keeps it.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -27,7 +28,7 @@ LAUNCH := $(PY) -m accelerate.commands.launch --num_processes 1 --num_machines 1
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,spark]"
 	touch $@
 
 install: $(VENV)/.installed

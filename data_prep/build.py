@@ -123,7 +123,8 @@ def _take_rows(compact: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
 
 def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None = None, text_encoder=None,
                   cache_dir=None, text_batch_size: int = 1024, overwrite: bool = False, progress: bool = True,
-                  build_args: dict | None = None, log=None) -> dict:
+                  build_args: dict | None = None, log=None, engine: str = "local",
+                  spark_master: str | None = None) -> dict:
     """Build the pre-training corpus of `source` into the folder `out`; returns the metadata dict.
 
     Args:
@@ -138,6 +139,10 @@ def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None
         progress: show progress bars.
         build_args: free-form record of how the build was invoked (stored in metadata).
         log: a function taking one string (default: print to stderr).
+        engine: "local" (pandas, this machine) or "spark" (the same pipeline as Spark DataFrame operations,
+            `data_prep.spark_engine`; needs pyspark and Java); both write the same corpus folder.
+        spark_master: the Spark master of `engine="spark"`: None (an active session, else the master `spark-submit`
+            was given, else `local[*]`), `local[N]` or a cluster URL.
     """
     started = time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -146,14 +151,15 @@ def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None
     check_text_batch_size(text_batch_size)
     start_ts = parse_date(options.start_date, "--start-date") if options.start_date is not None else None
     end_ts = parse_date(options.end_date, "--end-date") if options.end_date is not None else None
+    build = _engine(engine, spark_master)
     encoder = resolve_text_encoder(text_encoder)
     out = Path(out)
     tmp = prepare_target(out, overwrite, getattr(source, "input_paths", ()))
     run = _BuildRun(source=source, tmp=tmp, options=options, start_ts=start_ts, end_ts=end_ts, encoder=encoder,
                     cache_dir=cache_dir, text_batch_size=text_batch_size, progress=progress, log=log,
-                    build_args=build_args or {}, started=started)
+                    build_args=build_args or {}, started=started, engine=engine)
     try:
-        metadata = _build(run)
+        metadata = build(run)
         write_marker(tmp, metadata)
         commit(tmp, out)
     except BaseException:
@@ -161,6 +167,22 @@ def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None
         raise
     log(f"wrote {out} in {metadata['build_seconds']:.1f} s")
     return metadata
+
+
+ENGINES = ("local", "spark")
+
+
+def _engine(engine: str, spark_master: str | None) -> Callable[["_BuildRun"], dict]:
+    """The function that writes the corpus files of one build: `_build` (local) or the Spark engine's (checked for
+    pyspark before any work)."""
+    if engine == "local":
+        return _build
+    if engine != "spark":
+        raise DataPrepError(f"--engine must be one of {ENGINES}, got {engine!r}")
+    from .spark_engine import check_spark_available, spark_build
+
+    check_spark_available()
+    return lambda run: spark_build(run, spark_master)
 
 
 def check_text_batch_size(value) -> None:
@@ -188,6 +210,7 @@ class _BuildRun:
     build_args: dict
     started: float  # time.perf_counter() when build_dataset began
     timings: dict = field(default_factory=dict)  # "<step>_seconds" -> seconds, stored in metadata.json
+    engine: str = "local"  # "local" or "spark" (see `build_dataset`)
 
     @property
     def work(self) -> Path:
@@ -252,6 +275,12 @@ def _build(run: _BuildRun) -> dict:
     vocabularies = _count_vocabularies(run, store, split.chunk_status)
     texts = _write_texts(run, vocabularies.descriptions)
     rows = _write_user_rows(run, store, split.chunk_status, vocabularies)
+    return finish_build(run, loaded, split, vocabularies, texts, rows)
+
+
+def finish_build(run: _BuildRun, loaded: _Loaded, split: _Split, vocabularies: _Vocabularies, texts: _Texts,
+                 rows: _Rows) -> dict:
+    """The last step of either engine: vocab.json, its fingerprint and metadata.json; returns the metadata."""
     write_json(run.tmp / VOCAB_FILE, vocabularies.vocab, newline=True)
     fingerprint = vocabulary_fingerprint(json.loads((run.tmp / VOCAB_FILE).read_text()))  # of the file's content
     metadata = _metadata(run, loaded, split, vocabularies, texts, rows, fingerprint)
@@ -295,6 +324,11 @@ def _load_chunks(run: _BuildRun, store: _ChunkStore) -> _Loaded:
     del user_tables
     if len(store) > 1:
         _check_partitioned(users, labels)
+    return loaded_users(run, users, counts, raw_first, raw_last)
+
+
+def loaded_users(run: _BuildRun, users: pd.DataFrame, counts: dict, raw_first: int, raw_last: int) -> _Loaded:
+    """Pass 1's result (both engines): the user table and the row counts, logged."""
     counts["users_after_dedup"] = len(users)
     run.log(f"read {counts['raw_rows']:,} purchases; {counts['rows_in_time_window']:,} in the time window; "
             f"{counts['rows_after_dedup']:,} after de-duplication ({counts['duplicates_removed']:,} repeats removed); "
@@ -325,6 +359,18 @@ def _check_partitioned(users: pd.DataFrame, labels: list) -> None:
 
 def _filter_and_split(run: _BuildRun, store: _ChunkStore, users: pd.DataFrame) -> _Split:
     """The user filters (minimum activity, top buyers) and the train/validation split of the kept users."""
+    split = filter_and_split_users(
+        run, users, lambda start: _covered_windows(store, start, run.options.min_monthly_rate))
+    kept_by_chunk = dict(tuple(split.users.groupby("chunk", sort=True)))
+    split.chunk_status = [kept_by_chunk.get(i) for i in range(len(store))]
+    return split
+
+
+def filter_and_split_users(run: _BuildRun, users: pd.DataFrame,
+                           covered_windows: Callable[[int], np.ndarray]) -> _Split:
+    """The user filters and the split on a user table (`processing.user_table`'s columns), shared by both engines.
+    `covered_windows(period_start)` gives, per row of `users`, the activity windows holding a purchase (called only
+    for the "windows" rule). The result's `chunk_status` is left empty."""
     options = run.options
     data_first = int(users["first_ts"].min())
     data_last = int(users["last_ts"].max())
@@ -332,7 +378,7 @@ def _filter_and_split(run: _BuildRun, store: _ChunkStore, users: pd.DataFrame) -
     period_end = P.timestamp_to_seconds(run.end_ts) if run.end_ts is not None else data_last
     covered = None
     if options.min_monthly_rate > 0 and options.activity_rule == "windows":
-        covered = _covered_windows(store, period_start, options.min_monthly_rate)
+        covered = covered_windows(period_start)
     kept, filter_report = P.apply_user_filters(users, period_start, period_end, options, covered)
     for item in filter_report:
         run.log(f"filter {item['filter']}: {item['rule']}: removed {item['users_removed']:,} users "
@@ -340,9 +386,7 @@ def _filter_and_split(run: _BuildRun, store: _ChunkStore, users: pd.DataFrame) -
     users = users.loc[kept].reset_index(drop=True) if not kept.all() else users
     is_val = P.split_users(users["user_id"].to_numpy(), options.validation_fraction, options.seed)
     users["split"] = np.where(is_val, 2, 1).astype(np.int8)  # 1 train, 2 validation
-    kept_by_chunk = dict(tuple(users.groupby("chunk", sort=True)))
-    chunk_status = [kept_by_chunk.get(i) for i in range(len(store))]
-    return _Split(users=users, filter_report=filter_report, chunk_status=chunk_status)
+    return _Split(users=users, filter_report=filter_report, chunk_status=[])
 
 
 def _covered_windows(store: _ChunkStore, period_start: int, min_monthly_rate: float) -> np.ndarray:
@@ -375,14 +419,26 @@ def _count_vocabularies(run: _BuildRun, store: _ChunkStore, chunk_status: list) 
         all_years = _widen_years(all_years, compact["ts"].to_numpy()[kept_rows])
         desc_parts.append(_description_stats(compact, kept_rows))
         del compact
+    vocabularies = vocabularies_from_counts(run, train_counts, train_years, all_years, desc_parts)
+    run.timings["vocab_seconds"] = round(time.perf_counter() - t0, 2)
+    return vocabularies
+
+
+def vocabularies_from_counts(run: _BuildRun, train_counts: list, train_years: list, all_years: list,
+                             desc_parts: list) -> _Vocabularies:
+    """The vocabularies, year range and description table from counted parts, shared by both engines.
+
+    Args:
+        train_counts: per part, `processing.count_category_values` of its train rows.
+        train_years, all_years: [first, last] calendar year of the train rows and of all kept rows.
+        desc_parts: per part, (descriptions with "num_purchases", distinct (description, product_id) pairs or None),
+            as `_description_stats` returns them.
+    """
     vocab = P.build_vocab(P.merge_counts(train_counts), run.options.min_category_count)
-    del train_counts
     date_base_year = int(train_years[0])
     last_year = int(max(all_years[1], train_years[1]))
     year_vocab_size = NUM_SPECIAL_IDS + (last_year - date_base_year + 1)
     descriptions = _merge_description_stats(desc_parts)
-    del desc_parts
-    run.timings["vocab_seconds"] = round(time.perf_counter() - t0, 2)
     run.log("vocabularies (train split): " + ", ".join(f"{k} {len(v) - NUM_SPECIAL_IDS:,}" for k, v in vocab.items())
             + f"; years {date_base_year}-{last_year}; {len(descriptions):,} distinct descriptions")
     return _Vocabularies(vocab=vocab, date_base_year=date_base_year, last_year=last_year,
@@ -449,12 +505,16 @@ def _write_user_rows(run: _BuildRun, store: _ChunkStore, chunk_status: list,
         for writer in writers.values():
             writer.close()
     run.timings["encode_seconds"] = round(time.perf_counter() - t0, 2)
+    assemble_splits(run, writers, split_counts)
+    return _Rows(split_counts=split_counts, lengths=np.concatenate(seq_lengths) if seq_lengths else np.zeros(0))
 
+
+def assemble_splits(run: _BuildRun, writers: dict, split_counts: dict) -> None:
+    """The written shards of each split (`ShardWriter`s) into the DatasetDict folder; the scratch folder goes."""
     t0 = time.perf_counter()
-    assemble_dataset_dict(writers, schema, run.tmp / DATASET_DIR, split_counts)
+    assemble_dataset_dict(writers, P.output_schema(), run.tmp / DATASET_DIR, split_counts)
     shutil.rmtree(run.work, ignore_errors=True)
     run.timings["save_seconds"] = round(time.perf_counter() - t0, 2)
-    return _Rows(split_counts=split_counts, lengths=np.concatenate(seq_lengths) if seq_lengths else np.zeros(0))
 
 
 def _metadata(run: _BuildRun, loaded: _Loaded, split: _Split, vocabularies: _Vocabularies, texts: _Texts,
@@ -470,6 +530,7 @@ def _metadata(run: _BuildRun, loaded: _Loaded, split: _Split, vocabularies: _Voc
         "source": source.name,
         "source_details": source.describe(),
         "synthetic": source.name == "synthetic",
+        "engine": run.engine,
         "category_levels": {**{f: "" for f in CATEGORY_FIELDS}, **source.category_levels()},
         # --- the fields ShopperBertConfig.from_data_metadata reads ---
         "category_vocab_sizes": [len(vocab[f]) for f in CATEGORY_FIELDS],

@@ -4,6 +4,7 @@
     python -m data_prep build --source files --input logs/ --mapping mapping.yaml --out data/shop
     python -m data_prep build --source files --input tx.csv --map user_id=customer --map timestamp=ts ... --out DIR
     python -m data_prep build --source synthetic --users 100000 --out data/synth
+    python -m data_prep build --engine spark --spark-master 'local[*]' --source completejourney --out data/cj
     python -m data_prep synthesize --users 1000000 --out data/synth-logs
     python -m data_prep info data/cj
     shopperbert-prep info data/cj          # the console script: the same command line
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true",
                    help="replace an existing output folder, if it is a corpus this command wrote (never anything else)")
     b.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    b.add_argument("--engine", choices=("local", "spark"), default="local",
+                   help="'local': pandas on this machine (default); 'spark': the same pipeline on Spark (needs "
+                        "pyspark and Java: pip install 'shopperbert[spark]'), the same corpus folder")
+    b.add_argument("--spark-master", help="Spark master of --engine spark: local[*] (default), a cluster URL "
+                                          "(spark://host:7077, yarn, ...); under spark-submit its master")
     f = b.add_argument_group("--source files")
     f.add_argument("--input", nargs="+", action="extend", default=[],
                    help="parquet/CSV files or folders of them (searched recursively)")
@@ -191,7 +197,8 @@ def _cmd_build(args) -> int:
     try:
         build_dataset(source, out, options=options, text_encoder=args.text_model, cache_dir=args.cache_dir,
                       text_batch_size=args.text_batch_size, overwrite=args.overwrite, progress=not args.quiet,
-                      build_args=build_args, log=(lambda m: None) if args.quiet else None)
+                      build_args=build_args, log=(lambda m: None) if args.quiet else None, engine=args.engine,
+                      spark_master=args.spark_master)
     finally:
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)

@@ -122,13 +122,25 @@ def parse_timestamps(values: pd.Series, *, origin: str = "input", column: str = 
     if bad.any():
         row, value = _first_bad(bad, values, row_numbers)
         where = _describe_origin(frame, bad, origin) if frame is not None else origin
-        hint = f" with format {timestamp_format!r}" if timestamp_format else \
-            " (give timestamp_format in the mapping, e.g. '%d/%m/%Y %H:%M')"
-        raise DataPrepError(
-            f"{where}: cannot parse column '{column}' value {value!r} at row {row} as a timestamp{hint}; "
-            f"{int(bad.sum())} of {len(values)} values do not parse"
-        )
+        raise unparsable_timestamp_error(f"{where}: cannot parse column '{column}' value {value!r} at row {row}",
+                                         timestamp_format, int(bad.sum()), len(values))
     return _wall_clock(parsed, timezone).astype("datetime64[s]")
+
+
+def unparsable_timestamp_error(what: str, timestamp_format: str | None, bad: int, total: int) -> DataPrepError:
+    """The error for timestamps that do not parse: `what` names the file, column, value (and row), e.g.
+    "tx.csv: cannot parse column 'timestamp' value '31/02' at row 18"; both engines raise it."""
+    hint = f" with format {timestamp_format!r}" if timestamp_format else \
+        " (give timestamp_format in the mapping, e.g. '%d/%m/%Y %H:%M')"
+    return DataPrepError(f"{what} as a timestamp{hint}; {bad} of {total} values do not parse")
+
+
+def parse_text_timestamps(text: pd.Series, timestamp_format: str | None = None, timezone: str | None = None,
+                          where: str = "input") -> pd.Series:
+    """Text timestamps -> naive `datetime64[s]` wall-clock times, NaT where a value does not parse (the text rule
+    of `parse_timestamps`; the Spark engine applies it to batches of rows)."""
+    return _wall_clock(_parse_text(text.astype("string"), timestamp_format, timezone, where),
+                       timezone).astype("datetime64[s]")
 
 
 def check_timezone(name, what: str = "timezone") -> None:
@@ -232,15 +244,7 @@ def validate_log(df: pd.DataFrame, *, origin: str = "input", timestamp_format: s
     """
     if not isinstance(df, pd.DataFrame):
         raise DataPrepError(f"{origin}: expected a pandas DataFrame, got {type(df).__name__}")
-    present = [str(c) for c in df.columns if c != "_file"]
-    missing = [n for n in REQUIRED_NAMES if n not in df.columns]
-    if missing:
-        raise DataPrepError(
-            f"{origin}: missing required column {missing[0]!r}"
-            + (f" (also missing: {missing[1:]})" if len(missing) > 1 else "")
-            + f"; the log has columns {present}. Map your column names to the canonical ones "
-            f"({list(CANONICAL_NAMES)}) with --map canonical=yours or a mapping YAML."
-        )
+    check_required_columns([str(c) for c in df.columns if c not in ("_file", "_row")], origin)  # not the helpers
     if len(df) == 0:
         raise DataPrepError(f"{origin}: the purchase log is empty (0 rows)")
     out = {}
@@ -280,6 +284,18 @@ def validate_log(df: pd.DataFrame, *, origin: str = "input", timestamp_format: s
     return result.reset_index(drop=True)
 
 
+def check_required_columns(present: list[str], origin: str = "input") -> None:
+    """Raise `DataPrepError` naming the first required canonical column missing from `present` (and the others)."""
+    missing = [n for n in REQUIRED_NAMES if n not in present]
+    if missing:
+        raise DataPrepError(
+            f"{origin}: missing required column {missing[0]!r}"
+            + (f" (also missing: {missing[1:]})" if len(missing) > 1 else "")
+            + f"; the log has columns {present}. Map your column names to the canonical ones "
+            f"({list(CANONICAL_NAMES)}) with --map canonical=yours or a mapping YAML."
+        )
+
+
 def _to_category(values: pd.Series) -> pd.Series:
     """Text column -> pandas category with whitespace stripped and '' as missing; works on the distinct values
     only, so it is cheap on long logs with few distinct values."""
@@ -313,5 +329,6 @@ def _to_category(values: pd.Series) -> pd.Series:
 
 __all__ = [
     "DataPrepError", "LogColumn", "CANONICAL_COLUMNS", "CANONICAL_NAMES", "REQUIRED_NAMES", "MISSING_DESCRIPTION",
-    "canonical_features", "check_timezone", "parse_date", "parse_timestamps", "validate_log",
+    "canonical_features", "check_required_columns", "check_timezone", "parse_date", "parse_text_timestamps",
+    "parse_timestamps", "unparsable_timestamp_error", "validate_log",
 ]

@@ -337,6 +337,19 @@ def read_log_file(path, mapping: ColumnMapping | None = None, products: _Product
     the helper columns `_file` and `_row` (1-based data-row number, for error messages)."""
     path = Path(path)
     mapping = mapping or ColumnMapping()
+    kind, needed = check_file_columns(path, mapping, products)
+    raw = _read_table(path, kind, needed, mapping)
+    if products is not None:
+        raw = products.join(raw, path)
+    df = _apply_mapping(raw, mapping, path)
+    df["_file"] = pd.Categorical.from_codes(np.zeros(len(df), dtype=np.int8), categories=[str(path)])
+    df["_row"] = np.arange(1, len(df) + 1, dtype=np.int64)
+    return df
+
+
+def check_file_columns(path: Path, mapping: ColumnMapping, products: _Products | None = None) -> tuple[str, list]:
+    """(file kind, the file columns to read) of one log file, from its header or schema alone (both engines call
+    it before reading any row); raises `DataPrepError` for an unreadable file or a mapped column it lacks."""
     kind = _file_kind(path)
     available = _file_columns(path, kind, mapping.read_options)
     product_cols = products.columns if products is not None else []
@@ -357,13 +370,7 @@ def read_log_file(path, mapping: ColumnMapping | None = None, products: _Product
             raise DataPrepError(f"{path}: missing column {products.on!r} (the product-table join key); "
                                 f"the file has columns {available}")
         needed.append(products.on)
-    raw = _read_table(path, kind, needed, mapping)
-    if products is not None:
-        raw = products.join(raw, path)
-    df = _apply_mapping(raw, mapping, path)
-    df["_file"] = pd.Categorical.from_codes(np.zeros(len(df), dtype=np.int8), categories=[str(path)])
-    df["_row"] = np.arange(1, len(df) + 1, dtype=np.int64)
-    return df
+    return kind, needed
 
 
 def validate_raw(df: pd.DataFrame, mapping: ColumnMapping, origin: str) -> pd.DataFrame:
@@ -499,6 +506,6 @@ class FileSource(LogSource):
 __all__ = [
     "COMPLETEJOURNEY_FOURTH_LEVELS", "completejourney_data_dir", "read_completejourney_table", "load_completejourney_log",
     "ColumnMapping",
-    "list_input_files", "read_log_file", "is_synthetic_file", "LogSource", "DataFrameSource",
+    "list_input_files", "read_log_file", "check_file_columns", "is_synthetic_file", "LogSource", "DataFrameSource",
     "CompleteJourneySource", "FileSource",
 ]
