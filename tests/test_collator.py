@@ -11,7 +11,6 @@ from modeling_shopperbert import (
     MASK_ID,
     PAD_ID,
     UNK_ID,
-    ShopperBertConfig,
     ShopperBertForMaskedPurchasePrediction,
 )
 from modeling_shopperbert.collator import (
@@ -22,35 +21,9 @@ from modeling_shopperbert.collator import (
     sample_key,
     shuffle_indices,
 )
-from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS, DATE_FIELDS, TEXT_INDEX_FIELD
+from modeling_shopperbert.configuration_shopperbert import TEXT_INDEX_FIELD
 
-TEXT_DIM = 6
-NUM_TEXTS = 50
-
-
-def make_feature(n, seed=0, unknown_fourth=False):
-    """A user with n purchases whose ids encode the purchase index, so order can be checked."""
-    rng = np.random.default_rng(seed)
-    feature = {f: list(rng.integers(4, 9, n)) for f in CATEGORY_FIELDS + DATE_FIELDS}
-    feature["category_1"] = [4 + (i % 5) for i in range(n)]
-    feature["day"] = [4 + (i % 31) for i in range(n)]
-    feature[TEXT_INDEX_FIELD] = [i % NUM_TEXTS for i in range(n)]
-    if unknown_fourth:
-        feature["category_4"] = [UNK_ID] * n
-    feature["user_id"] = f"u{seed}"
-    return feature
-
-
-def text_matrix():
-    g = torch.Generator().manual_seed(0)
-    return torch.randn(NUM_TEXTS, TEXT_DIM, generator=g) + 3.0  # never all-zero rows
-
-
-def tiny_config(**kwargs):
-    values = dict(category_vocab_sizes=[9, 9, 9, 9], text_embedding_size=TEXT_DIM, year_vocab_size=9,
-                  hidden_size=16, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=41)
-    values.update(kwargs)
-    return ShopperBertConfig(**values)
+from helpers import NUM_TEXTS, TEXT_DIM, make_feature, text_matrix, tiny_config
 
 
 # -- padding and truncation -------------------------------------------------------------------------------------------

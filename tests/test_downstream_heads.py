@@ -35,7 +35,7 @@ from modeling_shopperbert import (
     ShopperBertUserMLPConfig,
     ShopperBertUserMLPForClassification,
 )
-from test_eval_models import METADATA, _sequence_inputs
+from helpers import METADATA, sequence_inputs as _sequence_inputs
 
 
 class HeadsTester:

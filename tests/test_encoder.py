@@ -1,7 +1,5 @@
 """UserEncoder / `python -m modeling_shopperbert.encode`: batching invariance, keys, pooling, bad inputs."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ from modeling_shopperbert import (
     UserEncoder,
     read_user_embeddings,
 )
+from helpers import run_python
 from tiny_data import write_tiny_prepared_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,15 +102,12 @@ def test_bad_inputs(saved_model, tmp_path):
 def test_command_line(saved_model, tmp_path):
     folder, data = saved_model
     out = tmp_path / "cli.parquet"
-    result = subprocess.run([sys.executable, "-m", "modeling_shopperbert.encode", "--model", str(folder), "--data",
-                             str(data), "--split", "validation", "--out", str(out), "--batch-size", "8"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = run_python(["-m", "modeling_shopperbert.encode", "--model", folder, "--data", data, "--split",
+                         "validation", "--out", out, "--batch-size", "8"], timeout=300)
     ids, vectors = read_user_embeddings(out)
     assert len(ids) == 30 and vectors.shape == (30, 32) and "users/s" in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "modeling_shopperbert.encode", "--model", str(tmp_path / "none"),
-                          "--data", str(data), "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    bad = run_python(["-m", "modeling_shopperbert.encode", "--model", tmp_path / "none", "--data", data, "--out", out],
+                     timeout=300, check=False)
     assert bad.returncode == 2 and "no such folder" in bad.stderr
 
 

@@ -26,9 +26,7 @@ from eval_suite.models import (
 )
 from eval_suite.report import paired_test, summarise, table4
 
-METADATA = {"category_vocab_sizes": [10, 12, 14, 16], "text_embedding_size": 8, "year_vocab_size": 6,
-            "month_vocab_size": 16, "day_vocab_size": 35, "weekday_vocab_size": 11, "hour_vocab_size": 28,
-            "date_base_year": 2017}
+from helpers import METADATA, sequence_inputs as _sequence_inputs
 
 
 # -- protocol ------------------------------------------------------------------------------------------------------
@@ -285,21 +283,6 @@ def test_classification_run_does_not_depend_on_what_ran_before():
     torch.rand(1000)  # another model's training moves the global generator
     second = once()
     assert first["auroc"] == second["auroc"] and first["threshold"] == second["threshold"]
-
-
-def _sequence_inputs(num_users=12, vectors=None, seed=0, min_events=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for u in range(num_users):
-        n = int(rng.integers(min_events, 9))  # by default some users have no events at all
-        row = {"user_id": str(u)}
-        for name, size in zip(("category_1", "category_2", "category_3", "category_4", "year", "month", "day",
-                               "weekday", "hour"), (10, 12, 14, 16, 6, 16, 35, 11, 28)):
-            row[name] = rng.integers(4, size, n)
-        row["text_idx"] = rng.integers(0, 5, n)
-        rows.append(row)
-    return UserInputs(np.array([str(u) for u in range(num_users)], dtype=object), vectors=vectors, rows=rows,
-                      text_embeddings=rng.normal(size=(5, 8)).astype(np.float32), max_length=6)
 
 
 def test_shared_layer_transformer_and_up_trans():

@@ -18,7 +18,7 @@ from modeling_shopperbert import ShopperBertForMaskedPurchasePrediction
 from modeling_shopperbert import modeling_shopperbert as modeling
 from modeling_shopperbert import modeling_shopperbert_layers as layers
 from modeling_shopperbert.collator import DataCollatorForMaskedPurchasePrediction
-from test_collator import make_feature, text_matrix, tiny_config
+from helpers import make_feature, text_matrix, tiny_config
 
 # Python-level calls that read a value on the host (a synchronisation on an accelerator)
 HOST_READ_CALLS = {"item", "tolist", "__bool__", "__int__", "__float__", "__index__", "numpy", "cpu", "nonzero",
