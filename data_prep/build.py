@@ -124,7 +124,7 @@ def _take_rows(compact: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
 def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None = None, text_encoder=None,
                   cache_dir=None, text_batch_size: int = 1024, overwrite: bool = False, progress: bool = True,
                   build_args: dict | None = None, log=None, engine: str = "local",
-                  spark_master: str | None = None) -> dict:
+                  spark_master: str | None = None, text_device: str = "cpu") -> dict:
     """Build the pre-training corpus of `source` into the folder `out`; returns the metadata dict.
 
     Args:
@@ -152,7 +152,7 @@ def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None
     start_ts = parse_date(options.start_date, "--start-date") if options.start_date is not None else None
     end_ts = parse_date(options.end_date, "--end-date") if options.end_date is not None else None
     build = _engine(engine, spark_master)
-    encoder = resolve_text_encoder(text_encoder)
+    encoder = resolve_text_encoder(text_encoder, device=text_device)
     out = Path(out)
     tmp = prepare_target(out, overwrite, getattr(source, "input_paths", ()))
     run = _BuildRun(source=source, tmp=tmp, options=options, start_ts=start_ts, end_ts=end_ts, encoder=encoder,

@@ -51,6 +51,9 @@ def _add_processing_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--cache-dir", help="text-embedding cache (default $SHOPPERBERT_CACHE/text or "
                                        "~/.cache/shopperbert/text)")
     t.add_argument("--text-batch-size", type=int, default=1024, help="descriptions per batch and cache shard")
+    t.add_argument("--text-device", default="cpu",
+                   help="where the sentence-transformers model embeds the descriptions: cpu (default), cuda, cuda:N "
+                        "or mps (the cache is shared: vectors from either device serve later builds)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,9 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_numbers(args) -> None:
     """Numeric options that the option objects do not check themselves, before any work."""
     from .build import check_text_batch_size
+    from .text import check_text_device
     from .schema import DataPrepError
 
     check_text_batch_size(args.text_batch_size)
+    check_text_device(args.text_device)
     for name in ("users", "users_per_shard"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -198,7 +203,7 @@ def _cmd_build(args) -> int:
         build_dataset(source, out, options=options, text_encoder=args.text_model, cache_dir=args.cache_dir,
                       text_batch_size=args.text_batch_size, overwrite=args.overwrite, progress=not args.quiet,
                       build_args=build_args, log=(lambda m: None) if args.quiet else None, engine=args.engine,
-                      spark_master=args.spark_master)
+                      spark_master=args.spark_master, text_device=args.text_device)
     finally:
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)

@@ -132,9 +132,29 @@ class HashingTextEncoder:
         return out
 
 
-def resolve_text_encoder(spec=None, batch_size: int = 64):
+def check_text_device(device: str) -> str:
+    """`device` ("cpu", "cuda", "cuda:N", "mps") if torch can use it here, else `DataPrepError` saying why."""
+    if device == "cpu":
+        return device
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as err:
+        raise DataPrepError(f"--text-device {device!r} is not a torch device ({err})") from None
+    usable = {"cpu": lambda: True, "cuda": torch.cuda.is_available,
+              "mps": lambda: torch.backends.mps.is_available()}.get(parsed.type, lambda: False)()
+    if not usable or (parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count()):
+        raise DataPrepError(f"--text-device {device!r}: not available on this machine (cpu, or cuda / mps where "
+                            "torch sees one)")
+    return device
+
+
+def resolve_text_encoder(spec=None, batch_size: int = 64, device: str = "cpu"):
     """An encoder from a spec: None / "all-MiniLM-L6-v2" (default model), "hashing" or "hashing-DIM" (the tiny
-    `HashingTextEncoder`), a path to a local sentence-transformers folder, or any object with `encode`."""
+    `HashingTextEncoder`), a path to a local sentence-transformers folder, or any object with `encode`.
+    `device` is where a sentence-transformers model runs (checked by `check_text_device`)."""
+    check_text_device(device)
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         if not callable(getattr(spec, "encode", None)):
             raise DataPrepError(f"text encoder {spec!r} has no encode(list[str]) method")
@@ -147,7 +167,7 @@ def resolve_text_encoder(spec=None, batch_size: int = 64):
         if text != DEFAULT_TEXT_MODEL and not Path(text).expanduser().exists():
             raise DataPrepError(f"--text-model {text!r}: no such folder; give a local sentence-transformers folder, "
                                 f"{DEFAULT_TEXT_MODEL!r} (the default, shipped offline) or 'hashing'")
-    return SentenceTransformerEncoder(text, batch_size=batch_size)
+    return SentenceTransformerEncoder(text, batch_size=batch_size, device=device)
 
 
 def encoder_id(encoder) -> str:
@@ -319,5 +339,5 @@ def embed_texts(texts, encoder=None, cache_dir=None, batch_size: int = 1024, pro
 
 __all__ = [
     "DEFAULT_TEXT_MODEL", "default_cache_dir", "SentenceTransformerEncoder", "HashingTextEncoder",
-    "resolve_text_encoder", "encoder_id", "encoder_name", "EmbeddingCache", "embed_texts", "l2_normalise",
+    "resolve_text_encoder", "check_text_device", "encoder_id", "encoder_name", "EmbeddingCache", "embed_texts", "l2_normalise",
 ]

@@ -565,3 +565,14 @@ def test_completejourney_slice_to_collator_and_forward_pass(tmp_path, cj_slice):
     encode = collator_mod.ShopperBertCollator.from_config(config, emb)
     plain = encode([dataset["validation"][0]])
     assert plain["text_embeds"].shape[-1] == 384
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_text_vectors_on_cuda_match_the_cpu():
+    """`--text-device cuda`: the same sentence-transformers vectors as on the CPU, to GPU arithmetic."""
+    from data_prep.text import resolve_text_encoder
+
+    texts = ["MILK 2% GALLON", "FRESH BREAD WHITE", "BANANAS"]
+    cpu = resolve_text_encoder(None, device="cpu").encode(texts)
+    cuda = resolve_text_encoder(None, device="cuda").encode(texts)
+    np.testing.assert_allclose(cpu, cuda, atol=1e-4)

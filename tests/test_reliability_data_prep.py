@@ -224,6 +224,15 @@ def test_bad_numbers_are_refused_before_any_work(tmp_path, capsys, option):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tx.csv"]  # not even a temporary folder or cache
 
 
+@pytest.mark.parametrize("device, message", [("tpu", "is not a torch device"),
+                                             ("cuda:99", "not available on this machine")])
+def test_a_text_device_torch_cannot_use_is_refused_before_any_work(tmp_path, capsys, device, message):
+    out = tmp_path / "out"
+    code, err = files_build(capsys, [write_csv(tmp_path / "tx.csv")], out, "--text-device", device)
+    assert code == 2 and f"error: --text-device {device!r}" in err and message in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tx.csv"]
+
+
 def test_an_empty_embedding_matrix_is_never_written(tmp_path, capsys, monkeypatch):
     from data_prep import build as build_module
 
