@@ -132,21 +132,29 @@ class HashingTextEncoder:
         return out
 
 
-def check_text_device(device: str) -> str:
-    """`device` ("cpu", "cuda", "cuda:N", "mps") if torch can use it here, else `DataPrepError` saying why."""
+def device_problem(device: str) -> str | None:
+    """Why torch cannot use `device` ("cpu", "cuda", "cuda:N", "mps") here, or None when it can (the one device check
+    of the text model and of eval_suite's downstream models)."""
     if device == "cpu":
-        return device
+        return None
     import torch
 
     try:
         parsed = torch.device(device)
     except RuntimeError as err:
-        raise DataPrepError(f"--text-device {device!r} is not a torch device ({err})") from None
+        return f" is not a torch device ({err})"
     usable = {"cpu": lambda: True, "cuda": torch.cuda.is_available,
               "mps": lambda: torch.backends.mps.is_available()}.get(parsed.type, lambda: False)()
     if not usable or (parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count()):
-        raise DataPrepError(f"--text-device {device!r}: not available on this machine (cpu, or cuda / mps where "
-                            "torch sees one)")
+        return ": not available on this machine (cpu, or cuda / mps where torch sees one)"
+    return None
+
+
+def check_text_device(device: str) -> str:
+    """`device` if torch can use it here, else `DataPrepError` saying why."""
+    problem = device_problem(device)
+    if problem:
+        raise DataPrepError(f"--text-device {device!r}{problem}")
     return device
 
 
@@ -339,5 +347,5 @@ def embed_texts(texts, encoder=None, cache_dir=None, batch_size: int = 1024, pro
 
 __all__ = [
     "DEFAULT_TEXT_MODEL", "default_cache_dir", "SentenceTransformerEncoder", "HashingTextEncoder",
-    "resolve_text_encoder", "check_text_device", "encoder_id", "encoder_name", "EmbeddingCache", "embed_texts", "l2_normalise",
+    "resolve_text_encoder", "check_text_device", "device_problem", "encoder_id", "encoder_name", "EmbeddingCache", "embed_texts", "l2_normalise",
 ]

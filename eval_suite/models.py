@@ -203,17 +203,11 @@ class FitResult:
 
 def check_device(device: str) -> str:
     """`device` (e.g. "cpu", "cuda", "cuda:1", "mps") if torch can use it here, else ValueError saying why."""
-    try:
-        parsed = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"error: --device {device!r} is not a torch device ({err})") from None
-    usable = {"cpu": lambda: True, "cuda": torch.cuda.is_available,
-              "mps": lambda: torch.backends.mps.is_available()}.get(parsed.type)
-    if usable is None or not usable():
-        raise ValueError(f"error: --device {device!r}: not available on this machine (cpu, or cuda / mps where torch "
-                         "sees one)")
-    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
-        raise ValueError(f"error: --device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    from data_prep.text import device_problem
+
+    problem = device_problem(device)
+    if problem:
+        raise ValueError(f"error: --device {device!r}{problem}")
     return device
 
 
