@@ -72,16 +72,18 @@ def check_spark_available() -> None:
 
 
 @contextmanager
-def spark_session(master: str | None):
+def spark_session(master: str | None, progress: bool = True):
     """The active SparkSession (e.g. one a test or a notebook started; `master` is then ignored), else a new one on
-    `master` (default: the master `spark-submit` was given, else `local[*]`), stopped afterwards. Times are read in UTC, so that naive timestamps keep
+    `master` (default: the master `spark-submit` was given, else `local[*]`), stopped afterwards; a new one shows
+    Spark's console progress bar of each stage when `progress`. Times are read in UTC, so that naive timestamps keep
     their wall-clock time."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
     if active is None:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # local workers run this interpreter
-        builder = SparkSession.builder.appName("shopperbert data_prep build")
+        builder = (SparkSession.builder.appName("shopperbert data_prep build")
+                   .config("spark.ui.showConsoleProgress", "true" if progress else "false"))
         if master or "PYSPARK_GATEWAY_PORT" not in os.environ:  # that variable: launched by spark-submit
             master = master or "local[*]"
             builder = builder.master(master)
@@ -114,7 +116,7 @@ def spark_build(run: _BuildRun, master: str | None) -> dict:
     """Write the corpus files of `run` into `run.tmp` with Spark; returns the metadata (as `build._build` does)."""
     from .spark_sources import canonical_frame
 
-    with spark_session(master) as spark:
+    with spark_session(master, progress=run.progress) as spark:
         run.log(f"Spark {spark.version} on {spark.sparkContext.master}")
         loaded, compact = _load(run, canonical_frame(spark, run.source))
         split = filter_and_split_users(run, loaded.users, lambda start: _covered_windows(compact, loaded.users,

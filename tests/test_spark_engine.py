@@ -126,10 +126,13 @@ def test_spark_corpus_equals_local_for_an_in_memory_log(tmp_path):
                           "category_1": [["a", "b", None][i % 3] for i in range(60)],
                           "description": [f"thing {i % 7}" for i in range(60)]})
     options = ProcessingOptions(min_monthly_rate=0, top_fraction=0, validation_fraction=0.25)
+    messages = {"local": [], "spark": []}
     for engine in ("local", "spark"):
         build_dataset(DataFrameSource(frame), tmp_path / engine, options=options, text_encoder=HashingTextEncoder(8),
-                      progress=False, log=lambda m: None, engine=engine)
+                      progress=False, log=messages[engine].append, engine=engine)
     assert_same_corpus(tmp_path / "local", tmp_path / "spark")
+    for phase in ("read ", "vocabularies (train split)", "text embeddings:", "splits:"):  # each phase is reported
+        assert any(m.startswith(phase) for m in messages["spark"]), (phase, messages["spark"])
 
 
 # ------------------------------------------------------------------------------------------------------------------
