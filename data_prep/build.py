@@ -124,7 +124,7 @@ def _take_rows(compact: pd.DataFrame, mask: np.ndarray) -> pd.DataFrame:
 def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None = None, text_encoder=None,
                   cache_dir=None, text_batch_size: int = 1024, overwrite: bool = False, progress: bool = True,
                   build_args: dict | None = None, log=None, engine: str = "local",
-                  spark_master: str | None = None, text_device: str = "cpu") -> dict:
+                  spark_master: str | None = None, text_device: str = "cpu", text_processes: int = 1) -> dict:
     """Build the pre-training corpus of `source` into the folder `out`; returns the metadata dict.
 
     Args:
@@ -143,6 +143,8 @@ def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None
             `data_prep.spark_engine`; needs pyspark and Java); both write the same corpus folder.
         spark_master: the Spark master of `engine="spark"`: None (an active session, else the master `spark-submit`
             was given, else `local[*]`), `local[N]` or a cluster URL.
+        text_device, text_processes: where the sentence-transformers model runs, and in how many worker processes
+            (descriptions new to the cache only; either engine embeds them on the driver).
     """
     started = time.perf_counter()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -152,7 +154,7 @@ def build_dataset(source: LogSource, out, *, options: P.ProcessingOptions | None
     start_ts = parse_date(options.start_date, "--start-date") if options.start_date is not None else None
     end_ts = parse_date(options.end_date, "--end-date") if options.end_date is not None else None
     build = _engine(engine, spark_master)
-    encoder = resolve_text_encoder(text_encoder, device=text_device)
+    encoder = resolve_text_encoder(text_encoder, device=text_device, processes=text_processes)
     out = Path(out)
     tmp = prepare_target(out, overwrite, getattr(source, "input_paths", ()))
     run = _BuildRun(source=source, tmp=tmp, options=options, start_ts=start_ts, end_ts=end_ts, encoder=encoder,
@@ -454,8 +456,12 @@ def _widen_years(years: list, ts: np.ndarray) -> list:
 def _write_texts(run: _BuildRun, descriptions: pd.DataFrame) -> _Texts:
     """Embed the descriptions (cached) and write text_embeddings.safetensors and descriptions.parquet."""
     t0 = time.perf_counter()
-    embeddings, text_stats = embed_texts(descriptions["description"].tolist(), run.encoder, cache_dir=run.cache_dir,
-                                         batch_size=run.text_batch_size, progress=run.progress)
+    try:
+        embeddings, text_stats = embed_texts(descriptions["description"].tolist(), run.encoder,
+                                             cache_dir=run.cache_dir, batch_size=run.text_batch_size,
+                                             progress=run.progress)
+    finally:
+        getattr(run.encoder, "close", lambda: None)()  # the worker processes of --text-processes
     run.timings["text_seconds"] = round(time.perf_counter() - t0, 2)
     if embeddings.ndim != 2 or len(embeddings) != len(descriptions) or len(embeddings) == 0:
         raise RuntimeError(f"the text embeddings have shape {embeddings.shape} for {len(descriptions)} "

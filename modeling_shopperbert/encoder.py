@@ -284,11 +284,10 @@ class UserEncoder:
         """`(len(rows), H)` float32 user vectors on the CPU, in the order of `rows` (batched longest first, so that
         a batch pads little)."""
         collator = ShopperBertCollator.from_config(self.config, text)
-        lengths = np.array([len(rows[i][TEXT_INDEX_FIELD]) for i in range(len(rows))])
-        order = np.argsort(-lengths, kind="stable")
+        order = np.argsort(-sequence_lengths(rows), kind="stable")
         chunks = []
         for start in tqdm(range(0, len(rows), batch_size), desc="encoding users", disable=not show_progress_bar):
-            batch = collator([rows[int(i)] for i in order[start:start + batch_size]])
+            batch = collator(rows_at(rows, order[start:start + batch_size]))
             batch = {k: v.to(self.device) for k, v in batch.items()}
             batch.pop("labels", None)  # rows of a labelled split (fine-tuning data) encode like any rows
             if hidden_layer is None:
@@ -314,6 +313,39 @@ class UserEncoder:
                           f"{'[CLS] vector' if representation == 'cls' else 'mean of purchase vectors'} was not "
                           "trained to describe the user", UserWarning, stacklevel=4)
         return representation
+
+
+def sequence_lengths(rows) -> np.ndarray:
+    """Purchases per row; a `datasets.Dataset` is read column-wise through Arrow, a few thousand rows at a time."""
+    if hasattr(rows, "with_format"):
+        import pyarrow.compute as pc
+
+        batches = rows.with_format("arrow", columns=[TEXT_INDEX_FIELD]).iter(batch_size=8192)
+        return np.concatenate([pc.list_value_length(b.column(TEXT_INDEX_FIELD)).to_numpy() for b in batches])
+    return np.array([len(row[TEXT_INDEX_FIELD]) for row in rows])
+
+
+def rows_at(rows, indices: np.ndarray) -> list[dict]:
+    """The rows at `indices` as dicts of numpy arrays (the collator's input). A `datasets.Dataset` is read in one Arrow
+    `take` and split column-wise (row-by-row access through `datasets`' numpy formatter costs ~2 ms a row)."""
+    if not hasattr(rows, "with_format"):
+        return [rows[int(i)] for i in indices]
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    columns = [c for c in rows.column_names if c != "timestamp"]
+    table = rows.with_format("arrow", columns=columns)[[int(i) for i in indices]]
+    fields = {}
+    for name in columns:
+        column = table.column(name).combine_chunks()
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            ends = np.cumsum(pc.list_value_length(column).to_numpy(zero_copy_only=False))
+            fields[name] = np.split(column.flatten().to_numpy(zero_copy_only=False), ends[:-1])
+        elif pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            fields[name] = column.to_pylist()
+        else:
+            fields[name] = column.to_numpy(zero_copy_only=False)
+    return [{name: values[i] for name, values in fields.items()} for i in range(len(indices))]
 
 
 class _CorpusTextEncoder:
@@ -367,10 +399,23 @@ def write_user_embeddings(path, user_ids: Sequence[str], embeddings: np.ndarray)
 
 
 def read_user_embeddings(path) -> tuple[list[str], np.ndarray]:
+    """`(user_ids, (num_users, H) float32)` of an encode output: a parquet file, or a complete folder of shards
+    (`encode --shard-size`; refused without its `_manifest.json`)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    path = Path(path)
+    if path.is_dir():
+        from .encode_shards import read_sharded
+
+        return read_sharded(path)
     table = pq.read_table(path)
-    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    column = table.column("embedding")
+    if pa.types.is_fixed_size_list(column.type):  # what write_user_embeddings writes (also 0 rows)
+        flat = column.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        vectors = flat.reshape(len(column), column.type.list_size).astype(np.float32)
+    else:
+        vectors = np.stack(column.to_numpy(zero_copy_only=False)).astype(np.float32)
     return [str(u) for u in table.column("user_id").to_pylist()], vectors
 
 

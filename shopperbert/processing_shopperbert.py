@@ -65,6 +65,10 @@ class DroppedUsersWarning(UserWarning):
     """Users of a raw log that got no embedding (no purchase in the time window)."""
 
 
+class NoPurchasesInWindowError(ValueError):
+    """A raw log with no purchase at all in the time window (so no user to encode)."""
+
+
 def _is_missing(value) -> bool:
     return value is None or (isinstance(value, float) and value != value) or type(value).__name__ in ("NAType",
                                                                                                      "NaTType")
@@ -428,7 +432,7 @@ class ShopperBertProcessor(ProcessorMixin):
         if end_date is not None:
             keep &= ts < to_seconds(end_date, "end_date")
         if not keep.any():
-            raise ValueError(f"no purchase in the time window [{start_date}, {end_date})")
+            raise NoPurchasesInWindowError(f"no purchase in the time window [{start_date}, {end_date})")
         codes = {c: text_column(columns[c]) if c in columns else (np.full(len(ts), -1), [])
                  for c in CATEGORY_FIELDS + ("description", "product_id")}
         desc, desc_names = codes["description"]
@@ -559,6 +563,7 @@ class ShopperBertProcessor(ProcessorMixin):
 
 __all__ = [
     "DroppedUsersWarning",
+    "NoPurchasesInWindowError",
     "ShopperBertProcessor",
     "category_lookup",
     "date_ids",

@@ -567,6 +567,25 @@ def test_completejourney_slice_to_collator_and_forward_pass(tmp_path, cj_slice):
     assert plain["text_embeds"].shape[-1] == 384
 
 
+def test_text_vectors_of_a_process_pool_match_one_process():
+    """`--text-processes 2`: sentence-transformers' multi-process pool gives the vectors of one process, in order,
+    and its workers stop with `close`."""
+    from data_prep.text import embed_texts, resolve_text_encoder
+
+    texts = [f"PRODUCT {i} {'MILK' if i % 3 else 'BREAD'} {i * 7 % 13}" for i in range(40)]
+    one, _ = embed_texts(texts, resolve_text_encoder(None, batch_size=8), use_cache=False, progress=False)
+    pool = resolve_text_encoder(None, batch_size=8, processes=2)
+    two, stats = embed_texts(texts, pool, use_cache=False, progress=False)
+    assert pool._pool is not None and stats["encoded"] == 40
+    import psutil
+
+    workers = [worker.pid for worker in pool._pool["processes"]]
+    assert len(workers) == 2
+    pool.close()
+    assert pool._pool is None and not any(psutil.pid_exists(pid) for pid in workers)
+    np.testing.assert_allclose(one, two, atol=1e-5)
+
+
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
 def test_text_vectors_on_cuda_match_the_cpu():
     """`--text-device cuda`: the same sentence-transformers vectors as on the CPU, to GPU arithmetic."""

@@ -216,7 +216,7 @@ def test_vocabulary_fingerprint_is_recorded_and_checked(tmp_path, capsys):
 @pytest.mark.parametrize("option", [["--text-batch-size", "0"], ["--text-batch-size", "-1"],
                                     ["--min-monthly-rate", "1e308"], ["--min-monthly-rate", "nan"],
                                     ["--top-fraction", "nan"], ["--seed", "-1"], ["--users-per-shard", "0"],
-                                    ["--mean-purchases", "nan"]])
+                                    ["--mean-purchases", "nan"], ["--text-processes", "0"]])
 def test_bad_numbers_are_refused_before_any_work(tmp_path, capsys, option):
     out = tmp_path / "out"
     code, err = files_build(capsys, [write_csv(tmp_path / "tx.csv")], out, *option)

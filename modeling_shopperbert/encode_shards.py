@@ -1,0 +1,237 @@
+"""Encode users at scale: the input read one shard at a time, each shard written as its own parquet file, on one
+process or several (`accelerate launch`), with memory bounded by one shard.
+
+    python -m modeling_shopperbert.encode --model M --data data/big --out users/ --shard-size 100000
+    accelerate launch --num_processes 4 -m modeling_shopperbert.encode --model M --data data/big --out users/ \\
+        --shard-size 100000
+    python -m modeling_shopperbert.encode --model M --logs logs_by_user/ --out users/      # one shard per file
+
+Shards belong to the input, not to the processes. Shard i of `--data` holds the users at positions
+`[i * shard_size, (i + 1) * shard_size)` of the chosen splits (train, then validation: the single-file order); shard i
+of a `--logs` folder holds the users of its i-th file (sorted paths; each user's purchases in one file, as `data_prep
+build --partitioned-by-user` expects; a user found in two files is an error). Process r of P encodes shards r, r + P,
+...; each is written atomically as `part-00000.parquet` (the single-file columns: user_id, embedding). So the shard
+files do not depend on the number of processes, and their concatenation in order is the single-file output.
+
+The folder is complete when `_manifest.json` exists: the main process writes it once every shard is there (shards,
+users, dimension, the job). `read_user_embeddings` refuses a folder without it. `_job.json`, written first, records
+the job (weights digest, input, shard size, batch size, pooling); `--resume` checks it and keeps the shards a killed
+run wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import warnings
+from pathlib import Path
+
+JOB_FILE = "_job.json"
+MANIFEST_FILE = "_manifest.json"
+MANIFEST_FORMAT = "shopperbert-user-embeddings/1"
+# settings a resumed run must share with the run that wrote the shards (the model path may be spelled differently)
+RESUME_KEYS = ("weights", "input", "shard_size", "num_shards", "batch_size", "user_representation", "normalize",
+               "hidden_size")
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+def is_sharded(args) -> bool:
+    """Sharded output: asked for with `--shard-size`, or implied by a `--logs` folder."""
+    return args.shard_size is not None or (args.logs is not None and Path(args.logs).is_dir())
+
+
+def own_files(folder: Path) -> bool:
+    """True when `folder` holds only what this module writes (so `--overwrite` may empty it)."""
+    for path in folder.iterdir():
+        name = path.name
+        ours = name in (JOB_FILE, MANIFEST_FILE) or (name.startswith("part-") and name.endswith(
+            (".parquet", ".parquet.tmp"))) or name.endswith(".json.tmp")
+        if not ours or not path.is_file():
+            return False
+    return True
+
+
+def check_out_folder(out: Path, resume: bool, overwrite: bool) -> str | None:
+    """Why a sharded `--out` is refused (None when it is fine)."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file; sharded output (--shard-size, or a --logs folder) goes into a folder"
+    if not out.exists():
+        return "--resume: --out {out} does not exist; nothing to resume".format(out=out) if resume else None
+    if resume:
+        return None if (out / JOB_FILE).is_file() else (f"--resume: {out} holds no {JOB_FILE}; it was not written "
+                                                         "by a sharded encode")
+    if not overwrite:
+        return (f"--out {out} already exists; --resume continues the run that wrote it, --overwrite replaces it (a "
+                "folder of shards this command wrote only)")
+    if not own_files(out):
+        return (f"--out {out} holds files this command did not write; refusing to replace it even with --overwrite "
+                "(nothing was deleted)")
+    return None
+
+
+def weights_digest(model_folder: Path) -> str:
+    """sha256 (16 hex digits) over the folder's safetensors files: the identity of the weights."""
+    digest = hashlib.sha256()
+    for path in sorted(model_folder.glob("*.safetensors")):
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def input_shards(args, encoder):
+    """`(describe, shards)`: what the input is (for the job record) and one entry per shard: `(start, stop)` rows of
+    the prepared users, or a log file's path."""
+    if args.data is not None:
+        users = data_users(encoder, args.split)
+        size = args.shard_size
+        shards = [(start, min(start + size, len(users))) for start in range(0, len(users), size)]
+        return {"data": str(args.data), "split": args.split, "users": len(users)}, shards
+    from data_prep.sources import list_input_files
+
+    files = list_input_files([args.logs])
+    return {"logs": str(args.logs), "files": [str(f.relative_to(args.logs)) for f in files],
+            "end_date": args.end_date}, files
+
+
+def data_users(encoder, split: str):
+    """The prepared users of `split` ("all": train then validation), memory-mapped."""
+    from datasets import concatenate_datasets
+
+    splits = ["train", "validation"] if split == "all" else [split]
+    return concatenate_datasets([encoder.data.dataset[s] for s in splits])
+
+
+def encode_shard(encoder, args, shard, users=None):
+    """`(user_ids, embeddings)` of one shard; an input file with no purchase in the time window gives none."""
+    from .processing_shopperbert import DroppedUsersWarning, NoPurchasesInWindowError
+
+    options = dict(batch_size=args.batch_size, user_representation=args.user_representation,
+                   normalize=args.normalize, show_progress_bar=False, return_user_ids=True)
+    if users is not None:
+        return encoder.encode(users.select(range(*shard)), **options)
+    from data_prep.sources import read_log_file
+
+    logs = read_log_file(shard).drop(columns=["_file", "_row"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DroppedUsersWarning)
+        try:
+            result = encoder.encode(logs, end_date=args.end_date, **options)
+        except NoPurchasesInWindowError:
+            print(f"warning: {shard}: no purchase before --end-date {args.end_date}; its shard is empty",
+                  file=sys.stderr)
+            return [], None
+    for warning in caught:
+        print(f"warning: {shard}: {warning.message}", file=sys.stderr)
+    return result
+
+
+def prepare_folder(out: Path, job: dict, resume: bool) -> None:
+    """Main process, before any shard: check a resumed job against `_job.json`, or start a fresh folder (an
+    `--overwrite` folder holds only our files: see `check_out_folder`)."""
+    from data_prep.json_files import write_json
+
+    if resume:
+        recorded = json.loads((out / JOB_FILE).read_text())
+        changed = [k for k in RESUME_KEYS if recorded.get(k) != job.get(k)]
+        if changed:
+            raise ValueError(f"--resume: {out / JOB_FILE} records another job ({', '.join(changed)} differ: "
+                             f"{ {k: recorded.get(k) for k in changed} } there, { {k: job.get(k) for k in changed} } "
+                             "now); use a new --out")
+        (out / MANIFEST_FILE).unlink(missing_ok=True)
+    else:
+        if out.exists():
+            for path in out.iterdir():  # own_files(out) held: only shards and records of this command
+                path.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.tmp"):
+        stale.unlink()
+    write_json(out / JOB_FILE, job, newline=True)
+
+
+def write_manifest(out: Path, job: dict, num_shards: int) -> dict:
+    """Main process, after every shard: check that all are there and that no user appears twice, then write
+    `_manifest.json` (which makes the folder complete)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from data_prep.json_files import write_json
+
+    missing = [shard_name(i) for i in range(num_shards) if not (out / shard_name(i)).is_file()]
+    if missing:
+        raise RuntimeError(f"{out}: {len(missing)} shards missing ({', '.join(missing[:3])}); no manifest written "
+                           "(--resume encodes the missing ones)")
+    ids = [pq.read_table(out / shard_name(i), columns=["user_id"]).column("user_id") for i in range(num_shards)]
+    all_ids = pa.chunked_array([chunk for column in ids for chunk in column.chunks], pa.string())
+    counts = pc.value_counts(all_ids)
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1))
+    if len(repeated):
+        user = repeated.field("values")[0].as_py()
+        where = [shard_name(i) for i, column in enumerate(ids) if pc.any(pc.equal(column, user)).as_py()]
+        raise ValueError(f"user {user!r} is in several shards ({', '.join(where)}): a --logs folder must hold each "
+                         f"user's purchases in one file ({len(repeated)} users are split); no manifest written")
+    manifest = {"format": MANIFEST_FORMAT, "users": len(all_ids), "dimension": job["hidden_size"],
+                "shards": [{"file": shard_name(i), "users": len(column)} for i, column in enumerate(ids)],
+                "job": job}
+    write_json(out / MANIFEST_FILE, manifest, newline=True)
+    return manifest
+
+
+def encode_sharded(args) -> dict:
+    """Encode every shard this process owns, then (main process) write the manifest; returns the manifest (on every
+    process, read back once the main process wrote it)."""
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from .encoder import UserEncoder, write_user_embeddings
+
+    state = PartialState(cpu=args.device == "cpu")
+    device = args.device or (str(state.device) if state.num_processes > 1 else None)
+    encoder = UserEncoder.from_pretrained(args.model, data=args.data, device=device)
+    describe, shards = input_shards(args, encoder)
+    users = data_users(encoder, args.split) if args.data is not None else None
+    out = Path(args.out)
+    job = {"model": str(args.model), "weights": weights_digest(Path(args.model)), "input": describe,
+           "shard_size": args.shard_size, "num_shards": len(shards), "batch_size": args.batch_size,
+           "user_representation": encoder._representation(args.user_representation), "normalize": args.normalize,
+           "hidden_size": encoder.config.hidden_size}
+    if state.is_main_process:
+        prepare_folder(out, job, args.resume)
+    state.wait_for_everyone()
+    mine = [i for i in range(state.process_index, len(shards), state.num_processes)
+            if not (out / shard_name(i)).is_file()]  # --resume keeps finished shards
+    label = f"encoding shards (process {state.process_index + 1}/{state.num_processes})"
+    for index in tqdm(mine, desc=label, disable=args.quiet, position=state.process_index):
+        ids, embeddings = encode_shard(encoder, args, shards[index], users)
+        if embeddings is None:
+            import numpy as np
+
+            embeddings = np.zeros((0, job["hidden_size"]), dtype=np.float32)
+        write_user_embeddings(out / shard_name(index), ids, embeddings)
+    state.wait_for_everyone()
+    if state.is_main_process:
+        write_manifest(out, job, len(shards))
+    state.wait_for_everyone()
+    return json.loads((out / MANIFEST_FILE).read_text())
+
+
+def read_sharded(folder: Path):
+    """`(user_ids, embeddings)` of a complete shard folder, shards in order."""
+    import numpy as np
+
+    from .encoder import read_user_embeddings
+
+    if not (folder / MANIFEST_FILE).is_file():
+        raise ValueError(f"{folder} is not a complete set of user-embedding shards (no {MANIFEST_FILE}: the run "
+                         "was killed or is still going; `--resume` finishes it)")
+    manifest = json.loads((folder / MANIFEST_FILE).read_text())
+    parts = [read_user_embeddings(folder / shard["file"]) for shard in manifest["shards"]]
+    ids = [user for part_ids, _ in parts for user in part_ids]
+    vectors = [v for _, v in parts if len(v)]
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, manifest["dimension"]), dtype=np.float32)
+    return ids, matrix
