@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -41,21 +39,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from modeling_shopperbert.contract import (
-    CATEGORY_FIELDS,
-    DAY_VOCAB_SIZE,
-    FINGERPRINT_KEY,
-    HOUR_VOCAB_SIZE,
-    MONTH_VOCAB_SIZE,
-    NUM_SPECIAL_IDS,
-    SPECIAL_TOKENS,
-    TEXT_INDEX_FIELD,
-    UNK_ID,
-    WEEKDAY_VOCAB_SIZE,
-    vocabulary_fingerprint,
-)
+from modeling_shopperbert.contract import NUM_SPECIAL_IDS, TEXT_INDEX_FIELD, vocabulary_fingerprint
 
 from . import processing as P
+from .corpus_metadata import corpus_metadata, iso_time
 from .corpus_folder import (
     DATASET_DIR,
     DESCRIPTIONS_FILE,
@@ -78,10 +65,6 @@ from .text import embed_texts, encoder_id, encoder_name, resolve_text_encoder
 
 MAX_PRODUCT_IDS_PER_DESCRIPTION = 50
 _commit, _pid_alive = commit, pid_alive  # their names before data_prep.corpus_folder (tests, synthetic.py)
-
-
-def _iso(seconds: int) -> str:
-    return str(np.datetime64(int(seconds), "s"))
 
 
 class _ChunkStore:
@@ -285,7 +268,7 @@ def finish_build(run: _BuildRun, loaded: _Loaded, split: _Split, vocabularies: _
     """The last step of either engine: vocab.json, its fingerprint and metadata.json; returns the metadata."""
     write_json(run.tmp / VOCAB_FILE, vocabularies.vocab, newline=True)
     fingerprint = vocabulary_fingerprint(json.loads((run.tmp / VOCAB_FILE).read_text()))  # of the file's content
-    metadata = _metadata(run, loaded, split, vocabularies, texts, rows, fingerprint)
+    metadata = corpus_metadata(run, loaded, split, vocabularies, texts, rows, fingerprint)
     write_json(run.tmp / METADATA_FILE, metadata, newline=True)
     split_counts = rows.split_counts
     run.log(f"splits: train {split_counts['train']['users']:,} users / {split_counts['train']['purchases']:,} "
@@ -346,7 +329,7 @@ def _check_purchases_left(run: _BuildRun, counts: dict, raw_first, raw_last) -> 
         start_ts, end_ts = run.start_ts, run.end_ts
         window = " and ".join(filter(None, [f"at or after --start-date {start_ts}" if start_ts is not None else "",
                                             f"before --end-date {end_ts}" if end_ts is not None else ""]))
-        raise DataPrepError(f"no purchase is left {window}: the data spans {_iso(raw_first)} to {_iso(raw_last)}")
+        raise DataPrepError(f"no purchase is left {window}: the data spans {iso_time(raw_first)} to {iso_time(raw_last)}")
 
 
 def _check_partitioned(users: pd.DataFrame, labels: list) -> None:
@@ -523,66 +506,6 @@ def assemble_splits(run: _BuildRun, writers: dict, split_counts: dict) -> None:
     run.timings["save_seconds"] = round(time.perf_counter() - t0, 2)
 
 
-def _metadata(run: _BuildRun, loaded: _Loaded, split: _Split, vocabularies: _Vocabularies, texts: _Texts,
-              rows: _Rows, fingerprint: str) -> dict:
-    """The content of metadata.json."""
-    source, vocab, users = run.source, vocabularies.vocab, split.users
-    start_ts, end_ts, raw_first, raw_last = run.start_ts, run.end_ts, loaded.raw_first, loaded.raw_last
-    kept_first = int(users["first_ts"].min())
-    kept_last = int(users["last_ts"].max())
-    counts = {**loaded.counts, "users_kept": int(len(users)), "purchases_kept": int(users["n"].sum())}
-    return {
-        "format_version": FORMAT_VERSION,
-        "source": source.name,
-        "source_details": source.describe(),
-        "synthetic": source.name == "synthetic",
-        "engine": run.engine,
-        "category_levels": {**{f: "" for f in CATEGORY_FIELDS}, **source.category_levels()},
-        # --- the fields ShopperBertConfig.from_data_metadata reads ---
-        "category_vocab_sizes": [len(vocab[f]) for f in CATEGORY_FIELDS],
-        "text_embedding_size": texts.embedding_size,
-        "year_vocab_size": int(vocabularies.year_vocab_size),
-        "month_vocab_size": MONTH_VOCAB_SIZE,
-        "day_vocab_size": DAY_VOCAB_SIZE,
-        "weekday_vocab_size": WEEKDAY_VOCAB_SIZE,
-        "hour_vocab_size": HOUR_VOCAB_SIZE,
-        "date_base_year": vocabularies.date_base_year,
-        FINGERPRINT_KEY: fingerprint,
-        # --- the rest ---
-        "special_tokens": list(SPECIAL_TOKENS),
-        "unk_id": UNK_ID,
-        "text_index_field": TEXT_INDEX_FIELD,
-        "text_model": encoder_name(run.encoder),
-        "text_model_id": encoder_id(run.encoder),
-        "num_descriptions": int(len(vocabularies.descriptions)),
-        "text_embedding_stats": texts.stats,
-        "start_date": str(start_ts) if start_ts is not None else None,
-        "end_date": str(end_ts) if end_ts is not None else None,
-        "date_range": {"first": _iso(kept_first), "last": _iso(kept_last), "first_unix": kept_first,
-                       "last_unix": kept_last, "raw_first": _iso(raw_first), "raw_last": _iso(raw_last)},
-        "years": [vocabularies.date_base_year, vocabularies.last_year],
-        "counts": counts,
-        "filters": split.filter_report,
-        "splits": rows.split_counts,
-        "sequence_length": _sequence_length_stats(rows.lengths),
-        "options": run.options.to_dict(),
-        "build_args": run.build_args,
-        "timings": run.timings,
-        "build_seconds": round(time.perf_counter() - run.started, 2),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "software": _versions(),
-    }
-
-
-def _sequence_length_stats(lengths: np.ndarray) -> dict:
-    return {
-        "mean": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
-        "median": float(np.median(lengths)) if len(lengths) else 0.0,
-        "max": int(lengths.max()) if len(lengths) else 0,
-        "share_over_350": round(float((lengths > 350).mean()), 4) if len(lengths) else 0.0,
-    }
-
-
 def _row_split(compact: pd.DataFrame, group: pd.DataFrame) -> np.ndarray:
     """Per row of a chunk's compact log: 0 filtered out, 1 train, 2 validation."""
     cats = compact["user_id"].cat.categories
@@ -633,13 +556,6 @@ def _merge_description_stats(parts: list) -> pd.DataFrame:
         frame["product_ids"] = [[] for _ in range(len(frame))]
         frame["num_products"] = np.zeros(len(frame), dtype=np.int64)
     return frame
-
-
-def _versions() -> dict:
-    import datasets
-
-    return {"python": platform.python_version(), "pandas": pd.__version__, "pyarrow": pa.__version__,
-            "numpy": np.__version__, "datasets": datasets.__version__}
 
 
 __all__ = ["build_dataset", "check_output_location", "check_text_batch_size", "FORMAT_VERSION", "MARKER_FILE",
