@@ -444,7 +444,8 @@ def _write_texts(run: _BuildRun, descriptions: pd.DataFrame) -> _Texts:
                                              cache_dir=run.cache_dir, batch_size=run.text_batch_size,
                                              progress=run.progress)
     finally:
-        getattr(run.encoder, "close", lambda: None)()  # the worker processes of --text-processes
+        if getattr(run.encoder, "_pool", None) is not None:  # the worker processes of --text-processes
+            run.encoder.close()
     run.timings["text_seconds"] = round(time.perf_counter() - t0, 2)
     if embeddings.ndim != 2 or len(embeddings) != len(descriptions) or len(embeddings) == 0:
         raise RuntimeError(f"the text embeddings have shape {embeddings.shape} for {len(descriptions)} "

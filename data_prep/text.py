@@ -104,9 +104,12 @@ class SentenceTransformerEncoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         model = self._load()
-        pool = self._start_pool() if self.processes > 1 and len(texts) > self.batch_size else None
-        return model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                            normalize_embeddings=True, show_progress_bar=False, pool=pool)
+        if self.processes == 1:
+            return model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                normalize_embeddings=True, show_progress_bar=False)
+        return model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,  # one chunk per worker
+                            normalize_embeddings=True, show_progress_bar=False, pool=self._start_pool(),
+                            chunk_size=max(1, -(-len(texts) // self.processes)))
 
     def _start_pool(self):
         """sentence-transformers' multi-process pool: `processes` workers on `device` (`cuda` is spread over the
@@ -121,7 +124,8 @@ class SentenceTransformerEncoder:
             if self.device == "cuda" and torch.cuda.device_count() > 1:
                 targets = [f"cuda:{i % torch.cuda.device_count()}" for i in range(self.processes)]
             previous = os.environ.get("OMP_NUM_THREADS")
-            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.processes))  # the workers' share
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            os.environ["OMP_NUM_THREADS"] = str(max(1, cores // self.processes))  # each worker's share
             try:
                 self._pool = self._load().start_multi_process_pool(targets)
             finally:

@@ -20,15 +20,17 @@ row: the command says how many (and which) on stderr.
 
 Refused before any work (exit 2): an `--out` that is a folder, or an existing file (unless `--overwrite`, and then only
 a file this command wrote); for sharded output, an `--out` that is a file, an existing folder without `--resume` or
-`--overwrite` (which replaces only a folder of shards), a `--resume` of another job; `--device cuda` without CUDA, a
-`--data` built with another vocabulary than the model's (sizes, and content when the model or the corpus records a
-vocabulary fingerprint). Non-finite (NaN/inf) weights or embeddings stop it with exit 1 and nothing written (sharded:
-not that shard, and no manifest). Errors print `error: ...` (a traceback only with `--debug`).
+`--overwrite` (which replaces only a folder of shards) or that overlaps a `--logs` folder; `--device cuda` without
+CUDA, a `--data` built with another vocabulary than the model's (sizes, and content when the model or the corpus
+records a vocabulary fingerprint). A `--resume` of another job (weights, corpus, shard size, pooling) is refused once the model
+is loaded. Non-finite (NaN/inf) weights or embeddings stop it with exit 1 and nothing written (sharded: not that
+shard, and no manifest). Errors print `error: ...` (a traceback only with `--debug`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -59,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output parquet file (user_id, embedding), or the folder of shards of a sharded run")
     parser.add_argument("--shard-size", type=int, default=None,
                         help="with --data: write a folder of parquet shards of this many users each (memory bounded "
-                             "by one shard; needed with several processes)")
+                             "by one shard; with several processes, this or a --logs folder)")
     parser.add_argument("--resume", action="store_true",
                         help="sharded output: continue the run that wrote --out, keeping its finished shards")
     parser.add_argument("--overwrite", action="store_true",
@@ -128,8 +130,6 @@ def check_args(args) -> None:
 
 def check_sharding(args) -> None:
     """Sharded output (`--shard-size`, a `--logs` folder, several processes) and its `--out` folder; else the file."""
-    import os
-
     from .encode_shards import check_out_folder, is_sharded
 
     if args.shard_size is not None and args.data is None:
@@ -144,10 +144,13 @@ def check_sharding(args) -> None:
         if args.resume:
             raise UsageError("--resume applies to sharded output (--shard-size, or a --logs folder)")
         if processes > 1:
-            raise UsageError(f"{processes} processes (WORLD_SIZE) write shards: pass --shard-size and an --out folder")
+            raise UsageError(f"{processes} processes (WORLD_SIZE) write shards: give --data with --shard-size, or a "
+                             "--logs folder, and an --out folder")
         check_output(Path(args.out), args.overwrite)
         return
-    problem = check_out_folder(Path(args.out), args.resume, args.overwrite)
+    if os.environ.get("RANK", "0") != "0":
+        return  # the main process checks --out (the others could see it already prepared by the main process)
+    problem = check_out_folder(Path(args.out), args.resume, args.overwrite, args.logs)
     if problem:
         raise UsageError(problem)
 
@@ -214,6 +217,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return status
     seconds = time.perf_counter() - start
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # the main process reports
     if isinstance(embeddings, dict):  # a sharded run's manifest
         users, dimension = embeddings["users"], embeddings["dimension"]
         where = f"{len(embeddings['shards'])} shards in "

@@ -11,28 +11,39 @@ Shards belong to the input, not to the processes. Shard i of `--data` holds the 
 of a `--logs` folder holds the users of its i-th file (sorted paths; each user's purchases in one file, as `data_prep
 build --partitioned-by-user` expects; a user found in two files is an error). Process r of P encodes shards r, r + P,
 ...; each is written atomically as `part-00000.parquet` (the single-file columns: user_id, embedding). So the shard
-files do not depend on the number of processes, and their concatenation in order is the single-file output.
+files do not depend on the number of processes, and their concatenation in order holds the single-file output's users
+in its order (the vectors agree to ~1e-5: users are batched within a shard, not across the whole input).
+
+Memory: one shard of users and their vectors, plus what every encode holds (the model, the corpus' text-embedding
+matrix and descriptions); the prepared corpus is memory-mapped. The main process reads all user ids at the end (the
+duplicate check). With several machines, `--out` must be on a filesystem all of them see.
 
 The folder is complete when `_manifest.json` exists: the main process writes it once every shard is there (shards,
-users, dimension, the job). `read_user_embeddings` refuses a folder without it. `_job.json`, written first, records
-the job (weights digest, input, shard size, batch size, pooling); `--resume` checks it and keeps the shards a killed
-run wrote.
+users, dimension, the job). `read_user_embeddings` refuses a folder without it (and loads a complete one whole).
+`_job.json`, written first, records the job (digest of config and weights, the corpus' metadata.json digest or the log
+files' sizes and times, shard size, pooling); `--resume` checks it and keeps the shards a killed run wrote (a smaller
+`--batch-size` is allowed, e.g. after running out of GPU memory).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 JOB_FILE = "_job.json"
 MANIFEST_FILE = "_manifest.json"
 MANIFEST_FORMAT = "shopperbert-user-embeddings/1"
 # settings a resumed run must share with the run that wrote the shards (the model path may be spelled differently)
-RESUME_KEYS = ("weights", "input", "shard_size", "num_shards", "batch_size", "user_representation", "normalize",
-               "hidden_size")
+# (not the batch size: a run killed for memory resumes with a smaller one; shards agree to ~1e-5 across batchings)
+RESUME_KEYS = ("weights", "input", "shard_size", "num_shards", "user_representation", "normalize", "hidden_size")
+SHARD_FILE = re.compile(r"part-\d{5}\.parquet(\.tmp)?")
+# processes wait for the slowest at the end (uneven shards, a resumed run): far beyond torch's 10-30 min default
+BARRIER_TIMEOUT = timedelta(hours=24)
 
 
 def shard_name(index: int) -> str:
@@ -45,18 +56,26 @@ def is_sharded(args) -> bool:
 
 
 def own_files(folder: Path) -> bool:
-    """True when `folder` holds only what this module writes (so `--overwrite` may empty it)."""
-    for path in folder.iterdir():
-        name = path.name
-        ours = name in (JOB_FILE, MANIFEST_FILE) or (name.startswith("part-") and name.endswith(
-            (".parquet", ".parquet.tmp"))) or name.endswith(".json.tmp")
-        if not ours or not path.is_file():
-            return False
-    return True
+    """True when `folder` is empty, or holds a readable `_job.json` and nothing but what this module writes (so
+    `--overwrite` may empty it)."""
+    names = {path.name for path in folder.iterdir()}
+    if not names:
+        return True
+    try:
+        json.loads((folder / JOB_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return all((folder / name).is_file() and (name in (JOB_FILE, MANIFEST_FILE, JOB_FILE + ".tmp",
+                                                        MANIFEST_FILE + ".tmp") or SHARD_FILE.fullmatch(name))
+               for name in names)
 
 
-def check_out_folder(out: Path, resume: bool, overwrite: bool) -> str | None:
+def check_out_folder(out: Path, resume: bool, overwrite: bool, logs: str | None = None) -> str | None:
     """Why a sharded `--out` is refused (None when it is fine)."""
+    if logs is not None:
+        target, source = out.resolve(), Path(logs).resolve()
+        if target == source or source in target.parents or target in source.parents:
+            return f"--out {out} is, contains or lies inside --logs {logs}; write the shards elsewhere"
     if out.exists() and not out.is_dir():
         return f"--out {out} is a file; sharded output (--shard-size, or a --logs folder) goes into a folder"
     if not out.exists():
@@ -73,14 +92,23 @@ def check_out_folder(out: Path, resume: bool, overwrite: bool) -> str | None:
     return None
 
 
-def weights_digest(model_folder: Path) -> str:
-    """sha256 (16 hex digits) over the folder's safetensors files: the identity of the weights."""
+def files_digest(paths) -> str:
+    """sha256 (16 hex digits) over the content of `paths`, in the order given."""
     digest = hashlib.sha256()
-    for path in sorted(model_folder.glob("*.safetensors")):
+    for path in paths:
+        digest.update(Path(path).name.encode() + b"\0")
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
     return "sha256:" + digest.hexdigest()[:16]
+
+
+def weights_digest(model_folder: Path) -> str:
+    """The identity of a model: its config.json and weight files (safetensors or .bin)."""
+    weights = sorted([*model_folder.glob("*.safetensors"), *model_folder.glob("*.bin")])
+    if not weights:
+        raise ValueError(f"--model {model_folder}: no weight file (*.safetensors or *.bin)")
+    return files_digest([model_folder / "config.json", *weights])
 
 
 def input_shards(args, encoder):
@@ -90,12 +118,14 @@ def input_shards(args, encoder):
         users = data_users(encoder, args.split)
         size = args.shard_size
         shards = [(start, min(start + size, len(users))) for start in range(0, len(users), size)]
-        return {"data": str(args.data), "split": args.split, "users": len(users)}, shards
+        corpus = Path(args.data)  # metadata.json changes with every build (its timings and creation time)
+        return {"data": str(corpus.resolve()), "split": args.split, "users": len(users),
+                "metadata": files_digest([corpus / "metadata.json"])}, shards
     from data_prep.sources import list_input_files
 
     files = list_input_files([args.logs])
-    return {"logs": str(args.logs), "files": [str(f.relative_to(args.logs)) for f in files],
-            "end_date": args.end_date}, files
+    return {"logs": str(Path(args.logs).resolve()), "end_date": args.end_date,
+            "files": [[str(f.relative_to(args.logs)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]}, files
 
 
 def data_users(encoder, split: str):
@@ -122,9 +152,11 @@ def encode_shard(encoder, args, shard, users=None):
         try:
             result = encoder.encode(logs, end_date=args.end_date, **options)
         except NoPurchasesInWindowError:
-            print(f"warning: {shard}: no purchase before --end-date {args.end_date}; its shard is empty",
-                  file=sys.stderr)
+            window = f" before --end-date {args.end_date}" if args.end_date else ""
+            print(f"warning: {shard}: no purchase{window}; its shard is empty", file=sys.stderr)
             return [], None
+        except ValueError as err:
+            raise ValueError(f"{shard}: {err}") from None
     for warning in caught:
         print(f"warning: {shard}: {warning.message}", file=sys.stderr)
     return result
@@ -186,12 +218,24 @@ def encode_sharded(args) -> dict:
     """Encode every shard this process owns, then (main process) write the manifest; returns the manifest (on every
     process, read back once the main process wrote it)."""
     from accelerate import PartialState
+
+    state = PartialState(cpu=args.device == "cpu", timeout=BARRIER_TIMEOUT)
+    try:
+        return _encode_shards(args, state)
+    finally:
+        if state.num_processes > 1:
+            state.destroy_process_group()
+
+
+def _encode_shards(args, state) -> dict:
+    import numpy as np
     from tqdm.auto import tqdm
 
     from .encoder import UserEncoder, write_user_embeddings
 
-    state = PartialState(cpu=args.device == "cpu")
-    device = args.device or (str(state.device) if state.num_processes > 1 else None)
+    device = args.device
+    if state.num_processes > 1 and device in (None, "cuda"):
+        device = str(state.device)  # one GPU per process (cuda:LOCAL_RANK), or the CPU
     encoder = UserEncoder.from_pretrained(args.model, data=args.data, device=device)
     describe, shards = input_shards(args, encoder)
     users = data_users(encoder, args.split) if args.data is not None else None
@@ -209,8 +253,6 @@ def encode_sharded(args) -> dict:
     for index in tqdm(mine, desc=label, disable=args.quiet, position=state.process_index):
         ids, embeddings = encode_shard(encoder, args, shards[index], users)
         if embeddings is None:
-            import numpy as np
-
             embeddings = np.zeros((0, job["hidden_size"]), dtype=np.float32)
         write_user_embeddings(out / shard_name(index), ids, embeddings)
     state.wait_for_everyone()

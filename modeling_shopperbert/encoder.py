@@ -184,7 +184,9 @@ class UserEncoder:
                 raise ValueError(f"{len(descriptions)} descriptions for a text-embedding matrix of "
                                  f"{len(self.text_embeddings)} rows: attach a data folder (`data=`) or pass both")
             processor.set_text_table(descriptions, self.text_embeddings)
-        processor.text_encoder = _CorpusTextEncoder(processor.text_model)
+        if getattr(self, "_text_encoder", None) is None or self._text_encoder.text_model != processor.text_model:
+            self._text_encoder = _CorpusTextEncoder(processor.text_model)  # kept: its model loads once per encoder
+        processor.text_encoder = self._text_encoder
         return processor
 
     def prepare_users(self, users, end_date=None, show_progress_bar: bool = False):
@@ -285,6 +287,8 @@ class UserEncoder:
         a batch pads little)."""
         collator = ShopperBertCollator.from_config(self.config, text)
         order = np.argsort(-sequence_lengths(rows), kind="stable")
+        if hasattr(rows, "with_format"):  # a datasets.Dataset: read through Arrow, batch by batch
+            rows = rows.with_format("arrow", columns=[c for c in rows.column_names if c != "timestamp"])
         chunks = []
         for start in tqdm(range(0, len(rows), batch_size), desc="encoding users", disable=not show_progress_bar):
             batch = collator(rows_at(rows, order[start:start + batch_size]))
@@ -326,17 +330,17 @@ def sequence_lengths(rows) -> np.ndarray:
 
 
 def rows_at(rows, indices: np.ndarray) -> list[dict]:
-    """The rows at `indices` as dicts of numpy arrays (the collator's input). A `datasets.Dataset` is read in one Arrow
-    `take` and split column-wise (row-by-row access through `datasets`' numpy formatter costs ~2 ms a row)."""
-    if not hasattr(rows, "with_format"):
+    """The rows at `indices` as dicts of numpy arrays (the collator's input). A `datasets.Dataset` in "arrow" format is
+    read in one Arrow `take` and split column-wise (row-by-row access through `datasets`' numpy formatter costs ~2 ms a
+    row)."""
+    if not (hasattr(rows, "format") and rows.format.get("type") == "arrow"):
         return [rows[int(i)] for i in indices]
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    columns = [c for c in rows.column_names if c != "timestamp"]
-    table = rows.with_format("arrow", columns=columns)[[int(i) for i in indices]]
+    table = rows[[int(i) for i in indices]]
     fields = {}
-    for name in columns:
+    for name in table.column_names:
         column = table.column(name).combine_chunks()
         if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
             ends = np.cumsum(pc.list_value_length(column).to_numpy(zero_copy_only=False))

@@ -83,12 +83,12 @@ def test_resume_encodes_only_missing_shards_and_incomplete_folders_are_refused(m
         read_user_embeddings(out)
     refused = encode(args, check=False)
     assert refused.returncode == 2 and "--resume continues the run" in refused.stderr
-    changed = encode(args + ["--resume", "--batch-size", 3], check=False)
-    assert changed.returncode == 2 and "batch_size" in changed.stderr
-    encode(args + ["--resume"])
+    changed = encode(["--model", model, "--data", data, "--out", out, "--shard-size", 9, "--resume"], check=False)
+    assert changed.returncode == 2 and "shard_size" in changed.stderr and "another job" in changed.stderr
+    encode(args + ["--resume", "--batch-size", 3])  # a smaller batch (e.g. after running out of GPU memory) may resume
     assert kept.stat().st_mtime_ns == kept_mtime
     _, after = read_user_embeddings(out)
-    np.testing.assert_array_equal(before, after)
+    np.testing.assert_allclose(before, after, atol=1e-5)
 
 
 def test_bad_options_are_refused_before_any_work(model_and_data, tmp_path):
@@ -110,12 +110,14 @@ def test_bad_options_are_refused_before_any_work(model_and_data, tmp_path):
 
 def test_overwrite_replaces_only_a_folder_of_shards(model_and_data, tmp_path):
     model, data = model_and_data
-    mine = tmp_path / "mine"
-    mine.mkdir()
-    (mine / "notes.txt").write_text("mine")
-    result = encode(["--model", model, "--data", data, "--shard-size", 20, "--out", mine, "--overwrite"], check=False)
-    assert result.returncode == 2 and "did not write" in result.stderr
-    assert (mine / "notes.txt").read_text() == "mine"
+    for name in ("notes.txt", "part-0.parquet"):  # a user's file; a pyarrow dataset's shard name
+        mine = tmp_path / f"mine-{name}"
+        mine.mkdir()
+        (mine / name).write_text("mine")
+        result = encode(["--model", model, "--data", data, "--shard-size", 20, "--out", mine, "--overwrite"],
+                        check=False)
+        assert result.returncode == 2 and "did not write" in result.stderr
+        assert (mine / name).read_text() == "mine"
     out = tmp_path / "shards"
     encode(["--model", model, "--data", data, "--shard-size", 20, "--out", out])
     encode(["--model", model, "--data", data, "--shard-size", 30, "--out", out, "--overwrite"])
@@ -143,6 +145,8 @@ def test_logs_folder_one_shard_per_file(model_and_data, tmp_path):
     encode(["--model", model, "--logs", logs / "a.parquet", "--out", tmp_path / "a.parquet"])
     _, alone = read_user_embeddings(tmp_path / "a.parquet")
     np.testing.assert_allclose(vectors[:2], alone, atol=1e-5)
+    inside = encode(["--model", model, "--logs", logs, "--out", logs / "users"], check=False)
+    assert inside.returncode == 2 and "lies inside --logs" in inside.stderr and not (logs / "users").exists()
     # a user in two files: no manifest, a clear error
     pd.DataFrame(_log_rows(["10"])).to_parquet(logs / "d.parquet")
     split = encode(["--model", model, "--logs", logs, "--out", tmp_path / "split"], check=False)
