@@ -88,7 +88,7 @@ def run_child(argv: list, label: str, log_dir: Path) -> dict:
     return {"seconds": round(wall, 2), "peak_rss_gib": round(usage.ru_maxrss / 1024**2, 3),
             "peak_tree_rss_gib": round(peak[0] / 1024**3, 3), "peak_tree_private_gib": round(peak[1] / 1024**3, 3),
             "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
-            "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "log": str(log_path)}
+            "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "log": log_path.name}
 
 
 TEXT_CHILD = r"""
@@ -111,7 +111,7 @@ print("RESULT " + json.dumps(stats))
 def bench_text(n: int, work: Path, logs: Path) -> dict:
     cache = work / "text-cache-cold"
     res = run_child([sys.executable, "-c", TEXT_CHILD, str(n), str(cache)], "text_embedding", logs)
-    line = [l for l in Path(res["log"]).read_text().splitlines() if l.startswith("RESULT ")][-1]
+    line = [l for l in (logs / res["log"]).read_text().splitlines() if l.startswith("RESULT ")][-1]
     stats = json.loads(line[len("RESULT "):])
     res.update(descriptions=stats["encoded"], descriptions_per_second=stats["texts_per_second"],
                model_load_seconds=stats["model_load_seconds"],
@@ -234,7 +234,7 @@ def main(argv=None) -> int:
     logs.mkdir(exist_ok=True)
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                            "python": platform.python_version()},
-               "workdir": str(work), "steps": {}}
+               "steps": {}}
     try:
         if args.text_sample:
             results["steps"]["text_embedding"] = bench_text(args.text_sample, work, logs)

@@ -89,6 +89,9 @@ def spark_session(master: str | None, progress: bool = True):
             builder = builder.master(master)
         if master and master.startswith("local"):  # Spark's 200 shuffle partitions cost minutes on a few cores
             builder = builder.config("spark.sql.shuffle.partitions", str(2 * _local_cores(master)))
+            memory = _local_driver_memory()
+            if memory:  # a local master runs every task in the driver's JVM: Spark's default 1g heap ran out of
+                builder = builder.config("spark.driver.memory", memory)  # memory at 100k synthetic users (6.4M rows)
         spark = builder.getOrCreate()
     else:
         spark = active
@@ -104,6 +107,19 @@ def spark_session(master: str | None, progress: bool = True):
         else:
             for key, value in previous.items():
                 spark.conf.set(key, value)
+
+
+def _local_driver_memory() -> str | None:
+    """The JVM heap of a local master this module starts: half the machine's memory (at most 32g), unless the user
+    chose one (`SPARK_DRIVER_MEMORY`, or `--driver-memory` / `spark.driver.memory` in `PYSPARK_SUBMIT_ARGS`)."""
+    chosen = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+    if os.environ.get("SPARK_DRIVER_MEMORY") or "driver-memory" in chosen or "spark.driver.memory" in chosen:
+        return None
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+    return f"{max(1, min(total // 2 // 1024**3, 32))}g"
 
 
 def _local_cores(master: str) -> int:

@@ -201,3 +201,19 @@ def test_a_failed_spark_build_leaves_no_corpus(tmp_path, capsys, monkeypatch):
     code, err = build(capsys, "spark", "--source", "files", "--input", csv, "--out", tmp_path / "o", *QUICK)
     assert code == 1 and "simulated crash" in err
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith((".o", "o"))]
+
+
+def test_a_local_master_gets_half_the_memory_unless_the_user_chose(monkeypatch):
+    """Spark's default 1 GB driver heap ran out of memory at 100k synthetic users: a local master the engine starts
+    gets half the machine's memory (1-32 GB), and a size the user chose is left alone."""
+    from data_prep.spark_engine import _local_driver_memory
+
+    monkeypatch.delenv("SPARK_DRIVER_MEMORY", raising=False)
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS", raising=False)
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert _local_driver_memory() == f"{max(1, min(total // 2 // 1024**3, 32))}g"
+    monkeypatch.setenv("PYSPARK_SUBMIT_ARGS", "--driver-memory 3g pyspark-shell")
+    assert _local_driver_memory() is None
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS")
+    monkeypatch.setenv("SPARK_DRIVER_MEMORY", "5g")
+    assert _local_driver_memory() is None
