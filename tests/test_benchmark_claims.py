@@ -1,0 +1,17 @@
+"""README's benchmark figures are the committed results: the scale table is what `benchmarks/scale_table.py` makes of
+benchmarks/results/*.json."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_readme_scale_table_is_made_from_the_committed_results():
+    spec = importlib.util.spec_from_file_location("scale_table", ROOT / "benchmarks" / "scale_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    table = module.scale_table()
+    assert table.count("\n") >= 6  # header, rule, at least five steps
+    readme = "\n".join(line.strip() for line in (ROOT / "README.md").read_text().splitlines())  # (in a list item)
+    assert table in readme
