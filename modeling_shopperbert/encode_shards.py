@@ -16,7 +16,8 @@ in its order (the vectors agree to ~1e-5: users are batched within a shard, not 
 
 Memory: one shard of users and their vectors, plus what every encode holds (the model, the corpus' text-embedding
 matrix and descriptions); the prepared corpus is memory-mapped. For a `--logs` folder the main process checks at the
-end that no user is in two shards (16 bytes per user). With several machines, `--out` must be on a filesystem all of them see.
+end that no user is in two shards (16 bytes per user). With several machines, `--out` must be on a filesystem all
+of them see.
 
 The folder is complete when `_manifest.json` exists: the main process writes it once every shard is there (shards,
 users, dimension, the job). `read_user_embeddings` refuses a folder without it (and loads a complete one whole).
@@ -114,20 +115,21 @@ def weights_digest(model_folder: Path) -> str:
 
 
 def input_shards(args, encoder):
-    """`(describe, shards)`: what the input is (for the job record) and one entry per shard: `(start, stop)` rows of
-    the prepared users, or a log file's path."""
+    """`(describe, shards, users)`: what the input is (for the job record), one entry per shard (`(start, stop)` rows
+    of the prepared users, or a log file's path), and the prepared users (None for log files)."""
     if args.data is not None:
         users = data_users(encoder, args.split)
         size = args.shard_size
         shards = [(start, min(start + size, len(users))) for start in range(0, len(users), size)]
         corpus = Path(args.data)  # metadata.json changes with every build (its timings and creation time)
         return {"data": str(corpus.resolve()), "split": args.split, "users": len(users),
-                "metadata": files_digest([corpus / "metadata.json"])}, shards
+                "metadata": files_digest([corpus / "metadata.json"])}, shards, users
     from data_prep.sources import list_input_files
 
     files = list_input_files([args.logs])
-    return {"logs": str(Path(args.logs).resolve()), "end_date": args.end_date,
-            "files": [[str(f.relative_to(args.logs)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]}, files
+    describe = {"logs": str(Path(args.logs).resolve()), "end_date": args.end_date,
+                "files": [[str(f.relative_to(args.logs)), f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
+    return describe, files, None
 
 
 def data_users(encoder, split: str):
@@ -259,8 +261,7 @@ def _encode_shards(args, state) -> dict:
     if state.num_processes > 1 and device in (None, "cuda"):
         device = str(state.device)  # one GPU per process (cuda:LOCAL_RANK), or the CPU
     encoder = UserEncoder.from_pretrained(args.model, data=args.data, device=device)
-    describe, shards = input_shards(args, encoder)
-    users = data_users(encoder, args.split) if args.data is not None else None
+    describe, shards, users = input_shards(args, encoder)
     out = Path(args.out)
     job = {"model": str(args.model), "weights": weights_digest(Path(args.model)), "input": describe,
            "shard_size": args.shard_size, "num_shards": len(shards), "batch_size": args.batch_size,

@@ -17,6 +17,23 @@ from modeling_shopperbert.configuration_shopperbert import CATEGORY_FIELDS, DATE
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def save_tiny_model(folder: Path, data: Path, text_model: str | None = None, **sizes) -> Path:
+    """A randomly initialised pre-training model for the prepared corpus `data`, saved into `folder` as train.py saves
+    one (with the corpus' vocab.json and metadata.json; `text_model` replaces the metadata's text model)."""
+    import json
+
+    from modeling_shopperbert import ShopperBertForMaskedPurchasePrediction
+
+    metadata = json.loads((Path(data) / "metadata.json").read_text())
+    config = ShopperBertConfig.from_data_metadata(metadata, max_position_embeddings=65, **sizes)
+    ShopperBertForMaskedPurchasePrediction(config).save_pretrained(folder)
+    (Path(folder) / "vocab.json").write_text((Path(data) / "vocab.json").read_text())
+    if text_model is not None:
+        metadata["text_model"] = text_model
+    (Path(folder) / "metadata.json").write_text(json.dumps(metadata))
+    return Path(folder)
+
+
 def run_python(args, timeout: int = 900, check: bool = True, env_extra: dict | None = None, **kwargs):
     """`python ARGS` in the repository root (e.g. `["-m", "data_prep", "build", ...]` or `["train.py", ...]`), output
     captured; with `check`, a non-zero exit fails the test with the end of both streams."""

@@ -3,14 +3,13 @@ output, 2 processes write the same shards as 1, a killed run resumes, an incompl
 are refused before any work."""
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import run_python
-from modeling_shopperbert import ShopperBertConfig, ShopperBertForMaskedPurchasePrediction, read_user_embeddings
+from helpers import run_python, save_tiny_model
+from modeling_shopperbert import read_user_embeddings
 from tiny_data import write_tiny_prepared_data
 
 ENCODE = ["-m", "modeling_shopperbert.encode"]
@@ -21,15 +20,10 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1"}  # the same reduction order in every proce
 def model_and_data(tmp_path_factory):
     base = tmp_path_factory.mktemp("shards")
     data = write_tiny_prepared_data(base / "data", num_train=23, num_validation=14, max_len=70)
-    metadata = json.loads((data / "metadata.json").read_text())
-    config = ShopperBertConfig.from_data_metadata(metadata, hidden_size=16, num_hidden_layers=1,
-                                                  num_attention_heads=2, max_position_embeddings=65)
-    folder = base / "model"
-    ShopperBertForMaskedPurchasePrediction(config).save_pretrained(folder)
-    shutil.copy(data / "vocab.json", folder / "vocab.json")
     # new descriptions of raw logs are embedded by the corpus' text model: the tiny corpus' stand-in is the hashing one
-    metadata["text_model"] = f"hashing-{metadata['text_embedding_size']}"
-    (folder / "metadata.json").write_text(json.dumps(metadata))
+    size = json.loads((data / "metadata.json").read_text())["text_embedding_size"]
+    folder = save_tiny_model(base / "model", data, text_model=f"hashing-{size}", hidden_size=16, num_hidden_layers=1,
+                             num_attention_heads=2)
     return folder, data
 
 

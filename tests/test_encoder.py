@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_shopperbert import (
-    ShopperBertConfig,
-    ShopperBertForMaskedPurchasePrediction,
-    UserEncoder,
-    read_user_embeddings,
-)
-from helpers import run_python
+from modeling_shopperbert import UserEncoder, read_user_embeddings
+from helpers import run_python, save_tiny_model
 from tiny_data import write_tiny_prepared_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,16 +18,7 @@ def saved_model(tmp_path_factory):
     """A tiny pre-training model saved as train.py saves it (with the data's vocab and metadata)."""
     base = tmp_path_factory.mktemp("enc")
     data = write_tiny_prepared_data(base / "data", num_train=40, num_validation=30, max_len=90)
-    import json
-
-    metadata = json.loads((data / "metadata.json").read_text())
-    config = ShopperBertConfig.from_data_metadata(metadata, hidden_size=32, num_hidden_layers=2,
-                                                  num_attention_heads=4, max_position_embeddings=65)
-    model = ShopperBertForMaskedPurchasePrediction(config)
-    folder = base / "model"
-    model.save_pretrained(folder)
-    for name in ("metadata.json", "vocab.json"):
-        (folder / name).write_text((data / name).read_text())
+    folder = save_tiny_model(base / "model", data, hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
     return folder, data
 
 
