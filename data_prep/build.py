@@ -64,6 +64,9 @@ from .sources import LogSource
 from .text import embed_texts, encoder_id, encoder_name, resolve_text_encoder
 
 MAX_PRODUCT_IDS_PER_DESCRIPTION = 50
+#: Pass 2 sums the per-chunk tallies (category values, descriptions, (description, product) pairs) every this many
+#: chunks, so that its memory is bounded by the catalogue, not by the number of files.
+REDUCE_TALLIES_EVERY = 8
 _commit, _pid_alive = commit, pid_alive  # their names before data_prep.corpus_folder (tests, synthetic.py)
 
 
@@ -208,7 +211,7 @@ class _Loaded:
     """Pass 1: one row per user (`processing.user_table` plus the index of the chunk holding the user), the row
     counts of metadata.json's "counts", and the first and last raw purchase (unix seconds)."""
 
-    users: pd.DataFrame
+    users: pd.DataFrame | None  # None once the filters and the split have run (local engine)
     counts: dict
     raw_first: int
     raw_last: int
@@ -257,6 +260,8 @@ def _build(run: _BuildRun) -> dict:
     store = _ChunkStore(run.work)
     loaded = _load_chunks(run, store)
     split = _filter_and_split(run, store, loaded.users)
+    loaded.users = None  # one row per user read; split.users keeps the kept users for the passes that follow
+    pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages (the sorts of every user id)
     vocabularies = _count_vocabularies(run, store, split.chunk_status)
     texts = _write_texts(run, vocabularies.descriptions)
     rows = _write_user_rows(run, store, split.chunk_status, vocabularies)
@@ -298,7 +303,7 @@ def _load_chunks(run: _BuildRun, store: _ChunkStore) -> _Loaded:
         counts["duplicates_removed"] += removed
         counts["rows_after_dedup"] += len(compact)
         table = P.user_table(compact)
-        table["chunk"] = len(store)
+        table["chunk"] = np.full(len(table), len(store), dtype=np.int32)
         user_tables.append(table)
         labels.append(label)
         store.add(compact)
@@ -334,9 +339,8 @@ def _check_purchases_left(run: _BuildRun, counts: dict, raw_first, raw_last) -> 
 
 def _check_partitioned(users: pd.DataFrame, labels: list) -> None:
     """Refuse a user found in several chunks (files claimed to be partitioned by user)."""
-    dup = users["user_id"].duplicated(keep=False)
-    if dup.any():
-        uid = users.loc[dup, "user_id"].iloc[0]
+    uid = P.duplicated_id(users["user_id"])
+    if uid is not None:
         where = sorted({labels[c] for c in users.loc[users["user_id"] == uid, "chunk"]})
         raise DataPrepError(f"user {uid!r} appears in several input files ({where[:2]}); the files must be "
                             "partitioned by user (every user in one file), or drop --partitioned-by-user")
@@ -346,8 +350,11 @@ def _filter_and_split(run: _BuildRun, store: _ChunkStore, users: pd.DataFrame) -
     """The user filters (minimum activity, top buyers) and the train/validation split of the kept users."""
     split = filter_and_split_users(
         run, users, lambda start: _covered_windows(store, start, run.options.min_monthly_rate))
-    kept_by_chunk = dict(tuple(split.users.groupby("chunk", sort=True)))
-    split.chunk_status = [kept_by_chunk.get(i) for i in range(len(store))]
+    chunks = split.users["chunk"].to_numpy()  # in chunk order: pass 1 appends the chunks' users in turn
+    if np.any(np.diff(chunks) < 0):
+        raise RuntimeError("the user table is not in chunk order")
+    bounds = np.searchsorted(chunks, np.arange(len(store) + 1))
+    split.chunk_status = [split.users.iloc[a:b] if b > a else None for a, b in zip(bounds[:-1], bounds[1:])]
     return split
 
 
@@ -369,7 +376,7 @@ def filter_and_split_users(run: _BuildRun, users: pd.DataFrame,
         run.log(f"filter {item['filter']}: {item['rule']}: removed {item['users_removed']:,} users "
                 f"({item['purchases_removed']:,} purchases)")
     users = users.loc[kept].reset_index(drop=True) if not kept.all() else users
-    is_val = P.split_users(users["user_id"].to_numpy(), options.validation_fraction, options.seed)
+    is_val = P.split_users(P.user_id_array(users["user_id"]), options.validation_fraction, options.seed)
     users["split"] = np.where(is_val, 2, 1).astype(np.int8)  # 1 train, 2 validation
     return _Split(users=users, filter_report=filter_report, chunk_status=[])
 
@@ -404,6 +411,9 @@ def _count_vocabularies(run: _BuildRun, store: _ChunkStore, chunk_status: list) 
         all_years = _widen_years(all_years, compact["ts"].to_numpy()[kept_rows])
         desc_parts.append(_description_stats(compact, kept_rows))
         del compact
+        if len(desc_parts) >= REDUCE_TALLIES_EVERY:  # one tally per chunk would grow with the number of files
+            desc_parts = [_combine_description_stats(desc_parts)]
+            train_counts = [P.merge_counts(train_counts)] if train_counts else []
     vocabularies = vocabularies_from_counts(run, train_counts, train_years, all_years, desc_parts)
     run.timings["vocab_seconds"] = round(time.perf_counter() - t0, 2)
     return vocabularies
@@ -535,6 +545,14 @@ def _description_stats(compact: pd.DataFrame, rows: np.ndarray) -> tuple:
             "description": np.asarray(desc.cat.categories, dtype=object)[pairs["d"].to_numpy()],
             "product_id": np.asarray(pid.cat.categories, dtype=object)[pairs["p"].to_numpy()].astype(str)})
     return frame, pairs
+
+
+def _combine_description_stats(parts: list) -> tuple:
+    """Several `_description_stats` parts as one: purchase counts summed per description, pairs made distinct."""
+    frame = pd.concat([p[0] for p in parts], ignore_index=True).groupby(
+        "description", sort=False, as_index=False)["num_purchases"].sum()
+    pairs = [p[1] for p in parts if p[1] is not None]
+    return frame, (pd.concat(pairs, ignore_index=True).drop_duplicates(ignore_index=True) if pairs else None)
 
 
 def _merge_description_stats(parts: list) -> pd.DataFrame:

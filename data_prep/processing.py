@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from modeling_shopperbert.contract import (
     CATEGORY_FIELDS,
@@ -155,17 +156,49 @@ def user_offsets(user_codes: np.ndarray) -> np.ndarray:
 
 
 def user_table(compact: pd.DataFrame) -> pd.DataFrame:
-    """One row per user of a compact log: user_id (str), n (purchases), first_ts, last_ts (in log order)."""
+    """One row per user of a compact log: user_id, n (purchases), first_ts, last_ts (in log order).
+
+    user_id is an Arrow string column (`pd.ArrowDtype(pa.large_string())`): a build keeps one row per user until
+    its last pass, and Arrow keeps an id in its bytes plus an offset, where a Python string costs about 60 bytes.
+    """
     codes = compact["user_id"].cat.codes.to_numpy()
     off = user_offsets(codes)
     ts = compact["ts"].to_numpy()
     cats = compact["user_id"].cat.categories
+    ids = pa.array(np.asarray(cats[codes[off[:-1]]], dtype=object), type=pa.large_string())
     return pd.DataFrame({
-        "user_id": np.asarray(cats[codes[off[:-1]]], dtype=object),
-        "n": np.diff(off).astype(np.int64),
+        "user_id": pd.arrays.ArrowExtensionArray(ids),
+        "n": np.diff(off).astype(np.int32),
         "first_ts": ts[off[:-1]],
         "last_ts": ts[off[1:] - 1],
     })
+
+
+def user_id_array(user_ids) -> pa.ChunkedArray | pa.Array:
+    """User ids as an Arrow string array, without Python objects where they are Arrow already: from an Arrow-backed
+    pandas column (`user_table`), an Arrow array, or any numpy/pandas array (each value as `str`)."""
+    if isinstance(user_ids, (pa.Array, pa.ChunkedArray)):
+        return user_ids
+    values = user_ids.array if isinstance(user_ids, pd.Series) else user_ids
+    if isinstance(values, pd.arrays.ArrowExtensionArray):
+        return values.__arrow_array__()
+    return pa.array(np.asarray(values, dtype=str), type=pa.large_string())
+
+
+def id_order(user_ids) -> np.ndarray:
+    """Positions that sort `user_ids` by id (code-point order, stable), as numpy's argsort of the ids as `str`."""
+    return pc.sort_indices(user_id_array(user_ids)).to_numpy().astype(np.int64)
+
+
+def duplicated_id(user_ids):
+    """One user id that occurs more than once, or None (sorts the ids: no hash table of every id)."""
+    ids = user_id_array(user_ids)
+    if len(ids) < 2:
+        return None
+    ordered = ids.take(pa.array(id_order(ids)))
+    same = pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1)).to_numpy(zero_copy_only=False)
+    hits = np.flatnonzero(same)
+    return ordered[int(hits[0])].as_py() if len(hits) else None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -226,8 +259,7 @@ def apply_user_filters(users: pd.DataFrame, period_start: int, period_end: int, 
         n_drop = int(math.floor(options.top_fraction * len(candidates)))
         threshold = None
         if n_drop:
-            order = np.lexsort((users["user_id"].to_numpy()[candidates].astype(str), -n[candidates]))
-            dropped = candidates[order[:n_drop]]
+            dropped = _most_frequent(users["user_id"], n, candidates, n_drop)
             threshold = int(n[dropped].min())
             removed = np.zeros(len(users), dtype=bool)
             removed[dropped] = True
@@ -244,7 +276,18 @@ def apply_user_filters(users: pd.DataFrame, period_start: int, period_end: int, 
     return kept, report
 
 
-def split_users(user_ids: np.ndarray, validation_fraction: float, seed: int) -> np.ndarray:
+def _most_frequent(user_ids, n: np.ndarray, candidates: np.ndarray, count: int) -> np.ndarray:
+    """The `count` candidates with the most purchases `n`, ties broken by user id (smallest first); only the ids
+    tied at the threshold are sorted."""
+    cand_n = n[candidates]
+    threshold = np.partition(cand_n, len(cand_n) - count)[len(cand_n) - count]  # the count-th largest
+    above = candidates[cand_n > threshold]
+    tied = candidates[cand_n == threshold]
+    tied_order = id_order(user_id_array(user_ids).take(pa.array(tied)))
+    return np.concatenate([above, tied[tied_order[:count - len(above)]]])
+
+
+def split_users(user_ids, validation_fraction: float, seed: int) -> np.ndarray:
     """Seeded split by user: returns a boolean array, True for validation users.
 
     The users are sorted by id before the seeded permutation, so the split does not depend on input order.
@@ -257,7 +300,7 @@ def split_users(user_ids: np.ndarray, validation_fraction: float, seed: int) -> 
         n_val = min(max(n_val, 1), count - 1)
     else:
         n_val = 0
-    order = np.argsort(np.asarray(user_ids, dtype=str), kind="stable")
+    order = id_order(user_ids)
     perm = np.random.default_rng(seed).permutation(count)
     is_val = np.zeros(count, dtype=bool)
     is_val[order[perm[:n_val]]] = True
@@ -358,6 +401,7 @@ def encode_rows(compact: pd.DataFrame, vocab: dict, description_index: pd.Index,
 
 __all__ = [
     "ProcessingOptions", "ACTIVITY_RULES", "apply_time_window", "compact_log", "user_table", "user_offsets",
-    "apply_user_filters", "split_users", "count_category_values", "merge_counts", "build_vocab", "category_lookup",
+    "apply_user_filters", "split_users", "user_id_array", "id_order", "duplicated_id", "count_category_values",
+    "merge_counts", "build_vocab", "category_lookup",
     "date_parts", "date_ids", "encode_rows", "output_schema", "to_unix_seconds", "activity_threshold", "window_ids",
 ]

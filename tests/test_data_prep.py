@@ -330,6 +330,34 @@ def test_vocab_is_built_on_train_users_only(tmp_path):
     assert len(vocab["category_3"]) == NUM_SPECIAL_IDS + 1 and set(row["category_3"]) == {UNK_ID}
 
 
+def test_arrow_user_ordering_matches_the_numpy_reference():
+    """The user table keeps ids as Arrow strings (one row per user, bytes not Python objects) and sorts them with
+    Arrow; the split and the top-frequency filter must stay those of numpy's argsort / lexsort of the ids as str,
+    ties and non-ASCII ids included."""
+    rng = np.random.default_rng(7)
+    pool = ["u", "U", "é", "z", "中", "😀", "a b", "A", "0", "~"]
+    ids = np.unique(np.array(["".join(rng.choice(pool, size=rng.integers(1, 5))) for _ in range(3000)], dtype=object))
+    rng.shuffle(ids)
+    users = pd.DataFrame({"user_id": pd.arrays.ArrowExtensionArray(P.user_id_array(ids)),
+                          "n": rng.integers(1, 8, len(ids)).astype(np.int32)})
+    assert isinstance(users["user_id"].dtype, pd.ArrowDtype)
+    for fraction, seed in [(0.1, 0), (0.5, 3), (0.0, 1)]:
+        order = np.argsort(np.asarray(ids, dtype=str), kind="stable")
+        perm = np.random.default_rng(seed).permutation(len(ids))
+        expected = np.zeros(len(ids), dtype=bool)
+        expected[order[perm[:int(round(fraction * len(ids)))]]] = True
+        assert np.array_equal(P.split_users(P.user_id_array(users["user_id"]), fraction, seed), expected)
+        assert np.array_equal(P.split_users(ids, fraction, seed), expected)  # a numpy array of ids as well
+    options = P.ProcessingOptions(min_monthly_rate=0.0, top_fraction=0.07)
+    kept, report = P.apply_user_filters(users, 0, 1, options)
+    n = users["n"].to_numpy()
+    reference = np.lexsort((np.asarray(ids, dtype=str), -n))[:int(0.07 * len(ids))]  # ties broken by id
+    assert np.array_equal(np.flatnonzero(~kept), np.sort(reference))
+    assert report[-1]["min_purchases_of_dropped"] == int(n[reference].min())
+    assert P.duplicated_id(users["user_id"]) is None
+    assert P.duplicated_id(np.r_[ids, ids[5:6]]) == ids[5]
+
+
 def test_split_by_user_is_disjoint_seeded_and_sized(tmp_path):
     df = users_log(50, 3)
     out, meta = build(tmp_path, df, validation_fraction=0.2, seed=7)
@@ -492,6 +520,31 @@ def test_synthetic_generator_shards_and_build(tmp_path):
     top_share = first.groupby("user_id", observed=True)["category_1"].agg(
         lambda s: s.value_counts(normalize=True).iloc[0])
     assert top_share.median() > 0.2
+
+
+def test_pass_two_tallies_summed_along_the_way_give_the_same_corpus(tmp_path, monkeypatch):
+    """Pass 2 sums its per-file tallies every few files (memory bounded by the catalogue, not by the number of
+    files): the vocabularies and the description table must be those of one sum at the end."""
+    from safetensors.numpy import load_file
+
+    from data_prep import build as build_module
+
+    config = SyntheticConfig(num_users=140, users_per_shard=20, seed=2, mean_purchases=15, num_products=400)
+    write_synthetic_logs(tmp_path / "synth", config, progress=False)  # 7 files
+    outputs = {}
+    for every in (2, 3, 1000):
+        monkeypatch.setattr(build_module, "REDUCE_TALLIES_EVERY", every)
+        build_dataset(FileSource([tmp_path / "synth"], partitioned_by_user=True), tmp_path / f"out{every}",
+                      options=ProcessingOptions(), text_encoder=CountingEncoder(), progress=False,
+                      log=lambda m: None)
+        outputs[every] = tmp_path / f"out{every}"
+    reference = pd.read_parquet(outputs[1000] / "descriptions.parquet")
+    assert len(reference) > 100 and (reference["num_products"] >= 1).all()  # descriptions seen in several files
+    for every in (2, 3):
+        pd.testing.assert_frame_equal(pd.read_parquet(outputs[every] / "descriptions.parquet"), reference)
+        assert (outputs[every] / "vocab.json").read_bytes() == (outputs[1000] / "vocab.json").read_bytes()
+        assert np.array_equal(load_file(outputs[every] / "text_embeddings.safetensors")["embeddings"],
+                              load_file(outputs[1000] / "text_embeddings.safetensors")["embeddings"])
 
 
 def test_sharded_output_loads_like_a_single_shard(tmp_path, monkeypatch):
