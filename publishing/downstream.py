@@ -38,6 +38,35 @@ def seed_range(entry: dict) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
+def cap_note(results: dict) -> str:
+    """A sentence on the fits that ran to their epoch cap (`hit_cap`: the cap, not early stopping, ended them), over
+    the seeds reported; "" when no result records it."""
+    fits, chosen, other = 0, {}, {}
+    for task_name, entry in results["tasks"].items():
+        for model_name, model in entry["models"].items():
+            for seed, metrics in model["seeds"].items():
+                if "hit_cap" not in metrics:
+                    continue
+                fits += 1
+                if metrics["hit_cap"]:
+                    chosen.setdefault(model_name, []).append(f"{task_name} seed {seed}")
+                elif metrics.get("hit_cap_any_lr"):
+                    other.setdefault(model_name, []).append(f"{task_name} seed {seed}")
+    if not fits:
+        return ""
+
+    def listed(found):
+        return "; ".join(f"{name}: {', '.join(where)}" for name, where in sorted(found.items()))
+
+    text = (f" Epoch caps (`hit_cap` in the results): of {fits} model-task-seeds, the chosen learning rate's fit ran "
+            "to its epoch cap in " + (f"{sum(map(len, chosen.values()))} ({listed(chosen)})" if chosen else "none"))
+    if other:
+        text += (f"; in {sum(map(len, other.values()))} more a learning rate that was not chosen did "
+                 f"({listed(other)}): its validation metric had not stopped improving, so it might have won with "
+                 "more epochs")
+    return text + "."
+
+
 def results_section(results: dict, results_dir: Path | list[Path] | None = None, root: Path | None = None,
                     command: str | None = None) -> str:
     """Tables 4-6 and the headline of `results`; with `results_dir` (the `--results` specs the results came from)
@@ -72,7 +101,7 @@ def results_section(results: dict, results_dir: Path | list[Path] | None = None,
         + f", with early stopping on validation; P-/UP-/T-Trans read the most recent {options['trans_max_length']} "
         "events). "
         "Mean ± standard deviation over seeds; each seed draws a new 70/15/15 user split and new fixed negatives, "
-        "shared by all models." + stopped,
+        "shared by all models." + stopped + cap_note(results),
         "",
         "### The paper's headline, task by task (corrected resampled t-test, Holm-adjusted across tasks)",
         "",

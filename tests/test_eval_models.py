@@ -106,6 +106,26 @@ def test_stopped_run_reports_only_seeds_every_model_finished():
     assert "(2 seed(s) per task; reduced protocol" in text
 
 
+def test_results_section_says_which_fits_ran_to_their_epoch_cap():
+    from eval_suite.model_card import cap_note
+
+    def seed(hit, any_lr):
+        return {"auroc": 0.6, "hit_cap": hit, "hit_cap_any_lr": any_lr}
+
+    results = {"tasks": {"kids": {"models": {
+        "P-Trans": {"seeds": {"0": seed(False, False), "1": seed(True, True)}},
+        "UP-Trans MP": {"seeds": {"0": seed(False, True), "1": seed(False, False)}},
+        "LogReg RFM": {"seeds": {"0": {"auroc": 0.5}}}}}}}  # no epochs: not counted
+    note = cap_note(results)
+    assert "of 4 model-task-seeds" in note and "fit ran to its epoch cap in 1 (P-Trans: kids seed 1)" in note
+    assert "in 1 more a learning rate that was not chosen did (UP-Trans MP: kids seed 0)" in note
+    for model in results["tasks"]["kids"]["models"].values():
+        for metrics in model["seeds"].values():
+            metrics.update(hit_cap=False, hit_cap_any_lr=False) if "hit_cap" in metrics else None
+    assert "ran to its epoch cap in none." in cap_note(results)
+    assert cap_note({"tasks": {"kids": {"models": {"LogReg RFM": {"seeds": {"0": {"auroc": 0.5}}}}}}}) == ""
+
+
 def test_merge_results_of_runs_over_other_seeds():
     from dataclasses import asdict
 
