@@ -96,6 +96,9 @@ class _ChunkStore:
         if isinstance(item, pd.DataFrame):
             return item if columns is None else item[list(columns)]
         df = pd.read_parquet(item, columns=list(columns) if columns is not None else None)
+        for col in df.columns:  # an all-null level (a log without category_3, say) comes back without its dtype
+            if col != "ts" and not isinstance(df[col].dtype, pd.CategoricalDtype):
+                df[col] = df[col].astype("category")
         return df
 
 

@@ -177,11 +177,12 @@ def user_table(compact: pd.DataFrame) -> pd.DataFrame:
 def user_id_array(user_ids) -> pa.ChunkedArray | pa.Array:
     """User ids as an Arrow string array, without Python objects where they are Arrow already: from an Arrow-backed
     pandas column (`user_table`), an Arrow array, or any numpy/pandas array (each value as `str`)."""
-    if isinstance(user_ids, (pa.Array, pa.ChunkedArray)):
-        return user_ids
     values = user_ids.array if isinstance(user_ids, pd.Series) else user_ids
     if isinstance(values, pd.arrays.ArrowExtensionArray):
-        return values.__arrow_array__()
+        values = values.__arrow_array__()
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        string = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
+        return values if string else values.cast(pa.large_string())  # ids order as text, whatever their type
     return pa.array(np.asarray(values, dtype=str), type=pa.large_string())
 
 

@@ -356,6 +356,8 @@ def test_arrow_user_ordering_matches_the_numpy_reference():
     assert report[-1]["min_purchases_of_dropped"] == int(n[reference].min())
     assert P.duplicated_id(users["user_id"]) is None
     assert P.duplicated_id(np.r_[ids, ids[5:6]]) == ids[5]
+    numbers = pd.Series([10, 9, 2], dtype="int64[pyarrow]")  # ids order as text whatever their type: "10" < "2" < "9"
+    assert P.id_order(numbers).tolist() == P.id_order(np.array([10, 9, 2])).tolist() == [0, 2, 1]
 
 
 def test_split_by_user_is_disjoint_seeded_and_sized(tmp_path):
@@ -497,6 +499,28 @@ def test_partitioned_files_must_not_split_a_user(tmp_path):
     merged = build_dataset(FileSource([folder]), tmp_path / "merged", options=ProcessingOptions(**NO_FILTERS),
                            text_encoder=CountingEncoder(), progress=False, log=lambda m: None)
     assert merged["counts"]["raw_rows"] == 24 and merged["counts"]["users_kept"] == 4
+
+
+def test_partitioned_files_with_missing_category_levels(tmp_path):
+    """Files with category_1 only, read one at a time (their compact logs spilled to parquet between passes): the
+    same corpus as one merged read; the all-null levels come back as categories."""
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    for f in range(3):
+        rows = [{"user_id": f"u{f}{u}", "timestamp": f"2020-01-{1 + k:02d} 10:00",
+                 "category_1": ["food", "home"][k % 2], "description": f"item {k % 3}"}
+                for u in range(5) for k in range(6)]
+        pd.DataFrame(rows).to_csv(folder / f"part-{f}.csv", index=False)
+    outputs = {}
+    for partitioned in (True, False):
+        build_dataset(FileSource([folder], partitioned_by_user=partitioned), tmp_path / f"out{partitioned}",
+                      options=ProcessingOptions(**NO_FILTERS), text_encoder=CountingEncoder(), progress=False,
+                      log=lambda m: None)
+        outputs[partitioned] = load_prepared(tmp_path / f"out{partitioned}")
+    for split in ("train", "validation"):
+        assert outputs[True][0][split].to_list() == outputs[False][0][split].to_list()
+    assert outputs[True][3] == outputs[False][3]  # vocabularies
+    assert set(outputs[True][0]["train"][0]["category_3"]) == {UNK_ID}
 
 
 def test_synthetic_generator_shards_and_build(tmp_path):
