@@ -560,14 +560,12 @@ def _combine_description_stats(parts: list) -> tuple:
 
 def _merge_description_stats(parts: list) -> pd.DataFrame:
     """Sorted distinct descriptions (text_idx = row) with their purchase counts and up to 50 product ids."""
-    counts = pd.concat([p[0] for p in parts], ignore_index=True).groupby("description", sort=True)[
-        "num_purchases"].sum()
+    counts, pairs = _combine_description_stats(parts)
+    counts = counts.sort_values("description", kind="stable", ignore_index=True)
     frame = pd.DataFrame({TEXT_INDEX_FIELD: np.arange(len(counts), dtype=np.int32),
-                          "description": counts.index.to_numpy(dtype=object),
-                          "num_purchases": counts.to_numpy(dtype=np.int64)})
-    pairs = [p[1] for p in parts if p[1] is not None]
-    if pairs:
-        pairs = pd.concat(pairs, ignore_index=True).drop_duplicates()
+                          "description": counts["description"].to_numpy(dtype=object),
+                          "num_purchases": counts["num_purchases"].to_numpy(dtype=np.int64)})
+    if pairs is not None:
         grouped = pairs.groupby("description", sort=False)["product_id"].agg(
             lambda s: sorted(s.tolist())[:MAX_PRODUCT_IDS_PER_DESCRIPTION])
         ids = grouped.reindex(frame["description"])
