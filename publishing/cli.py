@@ -22,7 +22,8 @@ The folder written to `--out` is complete on its own:
                                    encoding new users needs
     training_info.json             the checkpoint's step, validation MPP metrics and training arguments
     run_config.json                the run's model config and resolved arguments (when the run folder is known)
-    downstream_results.json        the eval_suite results the card reports (with `--results`)
+    downstream_results.json        the eval_suite results the card reports (with `--results`; several `--results`
+                                   folders, e.g. the Transformers run apart, are merged into one file)
     loss_curve.png                 the MPP loss curve (when the run folder has one)
     README.md                      the model card, generated from the files above: no number is typed in
 
@@ -60,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--which", choices=["final", "best"], default="final",
                         help="with a run folder: publish final/ (default) or best/ (lowest validation MPP loss)")
     parser.add_argument("--out", required=True, help="the Hub-ready folder to write (e.g. hub/<model name>)")
-    parser.add_argument("--results", default=None,
-                        help="an eval_suite run output folder (or its results.json): downstream results for the card")
+    parser.add_argument("--results", action="append", default=None,
+                        help="an eval_suite run output folder (or its results.json): downstream results for the card; "
+                             "repeat it to merge runs of other seeds, tasks or models (FOLDER:A-B keeps seeds A..B)")
     parser.add_argument("--results-model", default=None,
                         help="the checkpoint's name in --results (e.g. MP+A); default: the one whose path matches")
     parser.add_argument("--data", default=None,

@@ -50,7 +50,7 @@ def render_model_card(sources: Sources, config: dict, num_parameters: dict, file
         *usage_section(repo, meta, config["hidden_size"]),
         *vocabulary_section(meta),
         *hub_pretraining_section(meta, info, args, sources.which, files),
-        *downstream_section(results, others, sources.results_label),
+        *downstream_section(results, others, sources.results_label, sources.results_dirs),
         *files_section(files),
         *limitations_section(meta),
         *citation_section(),
@@ -102,7 +102,7 @@ def intro_section(model_name: str, meta: dict, config: dict, num_parameters: dic
            if config.get("embedding_combination", "mean") == "mean" else
            "the mean of five date embeddings (year, month, day, weekday, hour) and a position embedding (a 3-way "
            "mean: `embedding_combination=\"grouped\"`)."),
-        f"- Pre-training objective: masked purchase prediction (nine heads)"
+        "- Pre-training objective: masked purchase prediction (nine heads)"
         + (f" plus {config['contrastive_weight']:g} x a user-level InfoNCE loss between two Algorithm 1 views of "
            f"each user (temperature {config.get('contrastive_temperature', 0.1):g}, in-batch negatives)."
            if config.get("contrastive_weight", 0) else "."),
@@ -172,18 +172,22 @@ def vocabulary_section(meta: dict) -> list[str]:
                         "new one.", ""]
 
 
-def downstream_section(results: dict | None, others: list[str], label: str | None) -> list[str]:
-    """The downstream tables of this checkpoint (`results`, other checkpoints' U-MLPs already left out: `others`)."""
+def downstream_section(results: dict | None, others: list[str], label: str | None,
+                       runs: list[str] | None = None) -> list[str]:
+    """The downstream tables of this checkpoint (`results`, other checkpoints' U-MLPs already left out: `others`;
+    `runs`: the `--results` specs, named when several runs were merged)."""
     lines = ["## Downstream evaluation", ""]
     if results is None:
         return lines + ["Not evaluated downstream yet: `python -m eval_suite run --model <this folder> ...`, then "
                         "publish again with `--results`.", ""]
     left_out = (f" The run also evaluated {', '.join(f'`{o}`' for o in others)}: left out here, kept in "
                 f"`{DOWNSTREAM_RESULTS_FILE}`." if others else "")
+    merged = (f" It merges {len(runs)} runs of the same protocol (other seeds, tasks or models): "
+              f"{', '.join(f'`{r}`' for r in runs)}." if runs and len(runs) > 1 else "")
     return lines + [
         f"From `{DOWNSTREAM_RESULTS_FILE}` (`python -m eval_suite run`), where this checkpoint is `{label}`: "
         f"`U-MLP {label}` is an MLP on its frozen user embeddings, the model the model-index metadata reports."
-        f"{left_out}",
+        f"{merged}{left_out}",
         "",
         results_section(results, None),
         "",

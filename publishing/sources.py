@@ -66,7 +66,7 @@ class Sources:
     model_dir: Path  # a save_pretrained folder
     run_dir: Path | None = None  # the train.py run folder around it, when known
     data_dir: Path | None = None  # a data_prep folder for metadata.json / vocab.json the checkpoint lacks
-    results_dir: Path | None = None  # an eval_suite output folder (results.json)
+    results_dirs: list[str] = field(default_factory=list)  # the eval_suite output folders (`--results` specs)
     results_label: str | None = None  # which checkpoint of results.json is this one (e.g. "MP+A")
     which: str = "final"
     metadata: dict = field(default_factory=dict)
@@ -126,16 +126,38 @@ def gather_sources(checkpoint, which="final", data=None, results=None, results_l
         sources.training_info = read_json(model_dir / "training_info.json")
     if run_dir is not None and (run_dir / "run_config.json").is_file():
         sources.run_config = read_json(run_dir / "run_config.json")
-    if results is not None:
-        sources.results_dir = Path(results)
-        results_file = sources.results_dir / "results.json" if sources.results_dir.is_dir() else sources.results_dir
-        if not results_file.is_file():
-            raise PublishError(f"--results {results}: no results.json there (an `python -m eval_suite run` output)")
-        sources.results = read_json(results_file)
-        if not isinstance(sources.results.get("tasks"), dict) or not sources.results["tasks"]:
-            raise PublishError(f"{results_file} holds no task results")
+    if results:
+        sources.results_dirs, sources.results = read_results(results)
         sources.results_label = match_results_checkpoint(sources.results, model_dir, results_label)
     return sources
+
+
+def read_results(specs) -> tuple[list[str], dict]:
+    """The `--results` specs (eval_suite run folders, a results.json file, or `FOLDER:A-B` for seeds A..B) and
+    their results, merged when there are several (runs of other seeds, tasks or models: `eval_suite.merging`)."""
+    from eval_suite.merging import merge_results
+    from eval_suite.report import summarise
+
+    from .downstream import load_results
+
+    specs = [str(specs)] if isinstance(specs, (str, os.PathLike)) else [str(s) for s in specs]
+    specs = [str(Path(s).parent) if Path(s).name == "results.json" and Path(s).is_file() else s for s in specs]
+    runs = []
+    for spec in specs:
+        try:
+            results = load_results(spec)
+        except (FileNotFoundError, ValueError) as err:
+            raise PublishError(f"--results {spec}: {err}") from None
+        if not isinstance(results.get("tasks"), dict) or not results["tasks"]:
+            raise PublishError(f"--results {spec}: its results.json holds no task results")
+        runs.append(results)
+    if len(runs) == 1:
+        return specs, runs[0]
+    try:
+        merged = merge_results(runs, specs)
+    except ValueError as err:
+        raise PublishError(f"the --results runs cannot be merged: {str(err).removeprefix('error: ')}") from None
+    return specs, summarise(merged)  # means, paired tests and headline over the merged seeds, as one run has them
 
 
 def check_corpus_matches(config: dict, sources: Sources) -> None:

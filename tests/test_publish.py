@@ -503,3 +503,39 @@ def test_publishing_functions_and_files_stay_short():
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 assert node.end_lineno - node.lineno < 80, f"{path.name}: {node.name}"
+
+
+def test_several_results_are_merged_into_one_card(run, results_dir, tmp_path, capsys):
+    """`--results` twice (e.g. the Transformers run apart, on other seeds): one downstream_results.json holding every
+    seed, the card's means over all of them; the same run twice is refused and nothing is written."""
+    first = json.loads((results_dir / "results.json").read_text())
+    second = json.loads(json.dumps(first))
+    second["config"]["options"]["first_seed"] = 100
+    for entry in second["tasks"].values():
+        entry.pop("comparisons", None)
+        entry.pop("headline", None)
+        for model in entry["models"].values():
+            model["seeds"] = {str(int(s) + 100): m for s, m in model["seeds"].items()}
+            model.pop("mean", None)
+            model.pop("std", None)
+    more = tmp_path / "more"
+    more.mkdir()
+    (more / "results.json").write_text(json.dumps(second))
+    out = tmp_path / "hub"
+    assert main(["--checkpoint", str(run["run"]), "--results", str(results_dir), "--results", str(more),
+                 "--out", str(out), "--repo-id", REPO_ID]) == 0
+    merged = json.loads((out / "downstream_results.json").read_text())
+    kids = merged["tasks"]["kids"]["models"]["U-MLP MP+A"]
+    seeds = sorted(first["tasks"]["kids"]["models"]["U-MLP MP+A"]["seeds"], key=int)
+    assert sorted(kids["seeds"], key=int) == seeds + [str(int(s) + 100) for s in seeds]
+    values = [m["auroc"] for m in kids["seeds"].values()]
+    assert kids["mean"]["auroc"] == pytest.approx(float(np.mean(values)))
+    text = (out / "README.md").read_text()
+    assert f"| kids | auroc | U-MLP MP+A: {np.mean(values):.4f} ± " in text
+    assert f"It merges 2 runs of the same protocol (other seeds, tasks or models): `{results_dir}`, `{more}`." in text
+    again = tmp_path / "again"
+    assert main(["--checkpoint", str(run["run"]), "--results", str(results_dir), "--results", str(results_dir),
+                 "--out", str(again)]) == 2
+    assert "cannot be merged" in capsys.readouterr().err and not again.exists()
+    assert main(["--checkpoint", str(run["run"]), "--results", str(tmp_path / "nowhere"), "--out", str(again)]) == 2
+    assert "no results.json" in capsys.readouterr().err and not again.exists()
