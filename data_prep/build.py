@@ -466,14 +466,28 @@ def _write_texts(run: _BuildRun, descriptions: pd.DataFrame) -> _Texts:
     run.log(f"text embeddings: {text_stats['texts']:,} descriptions, {text_stats['cached']:,} from the cache, "
             f"{text_stats['encoded']:,} encoded" + (f" ({text_stats['texts_per_second']} /s)"
                                                     if text_stats["encoded"] else ""))
-    from safetensors.numpy import save_file
-
     path = run.tmp / EMBEDDINGS_FILE
-    save_file({"embeddings": np.ascontiguousarray(embeddings, dtype=np.float32)}, str(path),
-              metadata={"text_model": encoder_name(run.encoder), "text_model_id": encoder_id(run.encoder)})
+    path.write_bytes(safetensors_bytes({"embeddings": np.ascontiguousarray(embeddings, dtype=np.float32)},
+                                       {"text_model": encoder_name(run.encoder),
+                                        "text_model_id": encoder_id(run.encoder)}))
     os.chmod(path, 0o644)
     pq.write_table(pa.Table.from_pandas(descriptions, preserve_index=False), run.tmp / DESCRIPTIONS_FILE)
     return _Texts(embedding_size=int(embeddings.shape[1]), stats=text_stats)
+
+
+def safetensors_bytes(tensors: dict, metadata: dict) -> bytes:
+    """A safetensors file whose bytes depend on its content only: safetensors writes its header's keys in the
+    order of a hash map, which changes between runs (same tensors, another checksum); the header is re-written here
+    with sorted keys (the format's 8-byte length, JSON, spaces to an 8-byte boundary; data offsets are unchanged)."""
+    import struct
+
+    from safetensors.numpy import save
+
+    blob = save(tensors, metadata=metadata)
+    size = struct.unpack("<Q", blob[:8])[0]
+    header = json.dumps(json.loads(blob[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + blob[8 + size:]
 
 
 def _write_user_rows(run: _BuildRun, store: _ChunkStore, chunk_status: list,

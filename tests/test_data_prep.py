@@ -569,6 +569,29 @@ def test_pass_two_tallies_summed_along_the_way_give_the_same_corpus(tmp_path, mo
         assert (outputs[every] / "vocab.json").read_bytes() == (outputs[1000] / "vocab.json").read_bytes()
         assert np.array_equal(load_file(outputs[every] / "text_embeddings.safetensors")["embeddings"],
                               load_file(outputs[1000] / "text_embeddings.safetensors")["embeddings"])
+        assert (outputs[every] / "text_embeddings.safetensors").read_bytes() == \
+            (outputs[1000] / "text_embeddings.safetensors").read_bytes()  # same content, same bytes
+
+
+def test_text_embedding_file_bytes_depend_on_its_content_only(tmp_path):
+    """safetensors orders its header's metadata keys like a hash map (another order, another checksum, between two
+    writes of the same tensors); `safetensors_bytes` sorts them, and the file reads back as safetensors wrote it."""
+    from safetensors import safe_open
+    from safetensors.numpy import save
+
+    from data_prep.build import safetensors_bytes
+
+    tensors = {"embeddings": np.arange(12, dtype=np.float32).reshape(4, 3)}
+    metadata = {"text_model": "all-MiniLM-L6-v2", "text_model_id": "st:all-MiniLM-L6-v2:0123", "z": "1", "a": "2"}
+    assert len({save(tensors, metadata=metadata) for _ in range(40)}) > 1  # what is fixed here
+    blobs = {safetensors_bytes(tensors, metadata) for _ in range(40)}
+    assert len(blobs) == 1
+    blob = blobs.pop()
+    assert int.from_bytes(blob[:8], "little") % 8 == 0
+    (tmp_path / "t.safetensors").write_bytes(blob)
+    with safe_open(str(tmp_path / "t.safetensors"), framework="np") as handle:
+        assert handle.metadata() == metadata
+        assert np.array_equal(handle.get_tensor("embeddings"), tensors["embeddings"])
 
 
 def test_sharded_output_loads_like_a_single_shard(tmp_path, monkeypatch):
