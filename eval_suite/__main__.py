@@ -70,11 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "one learning rate per model kind, at most 20 epochs for MLPs and 3 for Transformers, "
                           "the most recent 64 purchases for P-/UP-/T-Trans")
     run.add_argument("--models", default=None,
-                     help="comma-separated subset of u-mlp,p-trans,up-trans,t-trans,baselines (default: all)")
+                     help="comma-separated subset of u-mlp,u-mlp-representations,p-trans,up-trans,t-trans,baselines "
+                          "(default: all; u-mlp-representations: U-MLP on the --representations only, not on the "
+                          "checkpoints)")
     run.add_argument("--representations", default="svd,sbert,random",
                      help="representation baselines that get U-MLP rows like the checkpoints ('U-MLP SVD', "
-                          "'U-MLP SBERT-mean', 'U-MLP Random'): comma-separated subset of svd,sbert,random, or none "
-                          "(default: all three)")
+                          "'U-MLP SBERT-mean', 'U-MLP Random', 'U-MLP Activity', 'U-MLP SVD+activity'): "
+                          "comma-separated subset of svd,sbert,random,activity,svd+activity, or none (default: "
+                          "svd,sbert,random)")
     run.add_argument("--finetune", action="store_true", help="also fine-tune ShopperBERT on the targeting tasks")
     run.add_argument("--trans-max-length", type=int, default=None,
                      help="purchases per user for P-/UP-/T-Trans (default 128; 64 with --quick)")

@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--first-seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--representations", default="svd,sbert,random",
                         help="representation baselines to probe beside the checkpoints: comma-separated subset of "
-                             "svd,sbert,random, or none (default: all three)")
+                             "svd,sbert,random,activity,svd+activity, or none (default: svd,sbert,random)")
     parser.add_argument("--dim", type=int, default=None,
                         help="dimension of the SVD and random vectors (default: the first checkpoint's hidden size; "
                              "needed without --model)")

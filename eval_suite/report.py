@@ -32,7 +32,7 @@ VALIDATION = {"classification": "val_auroc", "recommendation": "val_mrr"}
 # space ("UP-Trans MP+A", "Fine-tuned MP+A").
 FROM_SCRATCH = ("P-Trans", "UP-Trans", "T-Trans", "Fine-tuned")
 BASELINES = ("LogReg TF-IDF+RFM", "LogReg RFM", "Popularity", "Co-occurrence", "Popularity (train labels)", "Hybrid")
-TRIVIAL = ("U-MLP SVD", "U-MLP SBERT-mean", "U-MLP Random")
+TRIVIAL = ("U-MLP SVD", "U-MLP SBERT-mean", "U-MLP Random", "U-MLP Activity", "U-MLP SVD+activity")
 PARTNERS = {"from_scratch": ("best from scratch", FROM_SCRATCH),
             "classical": ("best classical baseline", BASELINES),
             "trivial": ("best trivial representation", TRIVIAL)}

@@ -3,12 +3,15 @@ encode (``inputs.purchase_inputs``), to ask whether pre-training is worth anythi
 
 - ``svd``: truncated SVD of the user x product-category TF-IDF matrix (``svd_vectors``);
 - ``sbert``: the mean of the text vectors of the user's purchases (``sbert_vectors``);
-- ``random``: a seeded Gaussian vector per user, a sanity floor (``random_vectors``).
+- ``random``: a seeded Gaussian vector per user, a sanity floor (``random_vectors``);
+- ``activity``: four numbers on how much and how recently the user shops (``activity_vectors``);
+- ``svd+activity``: the SVD vector with the four activity numbers in its last columns (``svd_activity_vectors``).
 
 Every builder reads only a ``SequenceInputs`` (the rows the checkpoints encode, in ``user_ids`` order) and returns a
 float32 matrix (U, D) in the same order. Households without a purchase in the corpus window get the zero vector,
 as the checkpoints give them. Nothing here sees a label. ``build_representations`` puts them under the names the
-downstream suite uses (``DISPLAY_NAMES``: "SVD", "SBERT-mean", "Random"; U-MLP rows "U-MLP SVD", ...).
+downstream suite uses (``DISPLAY_NAMES``: "SVD", "SBERT-mean", "Random", "Activity", "SVD+activity"; U-MLP rows
+"U-MLP SVD", ...).
 
 Pure numpy / scipy / scikit-learn; no torch.
 """
@@ -21,7 +24,8 @@ import numpy as np
 import scipy.sparse as sp
 
 #: CLI names -> the names of their vectors in ``Inputs.embeddings`` (and of their U-MLP rows, "U-MLP <name>").
-DISPLAY_NAMES = {"svd": "SVD", "sbert": "SBERT-mean", "random": "Random"}
+DISPLAY_NAMES = {"svd": "SVD", "sbert": "SBERT-mean", "random": "Random", "activity": "Activity",
+                 "svd+activity": "SVD+activity"}
 REPRESENTATIONS = tuple(DISPLAY_NAMES)
 #: The category level of the SVD vocabulary (``category_2``: the product category, 300-odd values on Complete
 #: Journey; see ``svd_vectors``).
@@ -115,6 +119,46 @@ def random_vectors(purchases, dim: int, seed: int = 0) -> np.ndarray:
     return out
 
 
+#: The columns of ``activity_vectors``, each log1p-transformed then standardised.
+ACTIVITY_FEATURES = ("purchases", "baskets", "days_since_last_purchase", "distinct_products")
+
+
+def activity_vectors(purchases) -> np.ndarray:
+    """How much and how recently each user shops, from the same sequences -> (U, 4), ``ACTIVITY_FEATURES``: the
+    number of purchases, of baskets (distinct timestamps), of days from the user's last purchase to the last
+    purchase of anyone in ``purchases``, and of distinct products (``text_idx``), each log1p-transformed and
+    standardised over the users with purchases; zero rows for the others. The RFM features of the classical
+    baselines without the money (the corpus has no prices), as a representation: a linear probe of the released
+    checkpoint found its edge on the targeting tasks in what these count (its mean position embedding alone
+    encodes the sequence length)."""
+    nonempty = _nonempty(purchases)
+    out = np.zeros((len(purchases.rows), len(ACTIVITY_FEATURES)), dtype=np.float64)
+    if not len(nonempty):
+        return out.astype(np.float32)
+    missing = [i for i in nonempty if "timestamp" not in purchases.rows[i]]
+    if missing:
+        raise ValueError(f"activity vectors need each purchase's `timestamp`; the rows of user "
+                         f"{purchases.rows[missing[0]].get('user_id', missing[0])} have none")
+    stamps = [np.asarray(purchases.rows[i]["timestamp"], dtype=np.int64) for i in nonempty]
+    last = max(int(t.max()) for t in stamps)
+    for i, t in zip(nonempty, stamps):
+        products = np.asarray(purchases.rows[i]["text_idx"], dtype=np.int64)
+        out[i] = [len(t), len(np.unique(t)), (last - int(t.max())) / 86400.0, len(np.unique(products))]
+    logged = np.log1p(out[nonempty])
+    scale = logged.std(axis=0)
+    out[nonempty] = (logged - logged.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+    return out.astype(np.float32)
+
+
+def svd_activity_vectors(purchases, dim: int, seed: int = 0) -> np.ndarray:
+    """``svd_vectors`` of ``dim - 4`` dimensions (unit RMS) then the four ``activity_vectors`` columns -> (U, dim):
+    what the products say and how much and how recently the user shops, in the checkpoint's width."""
+    width = dim - len(ACTIVITY_FEATURES)
+    if width < 1:
+        raise ValueError(f"svd+activity needs a dimension above {len(ACTIVITY_FEATURES)}, got {dim}")
+    return np.hstack([unit_rms(svd_vectors(purchases, width, seed)), activity_vectors(purchases)])
+
+
 def unit_rms(vectors: np.ndarray) -> np.ndarray:
     """``vectors`` times one global factor so that the root mean square of the entries of the non-zero rows is 1.
 
@@ -131,19 +175,20 @@ def unit_rms(vectors: np.ndarray) -> np.ndarray:
 def build_representations(names: Iterable[str], purchases, dim: int, seed: int = 0, rescale: bool = True
                           ) -> dict[str, np.ndarray]:
     """The requested representations (CLI names, ``REPRESENTATIONS``) of ``purchases``' users, keyed by
-    ``DISPLAY_NAMES``: (U, dim) for ``svd`` and ``random``, (U, text dim) for ``sbert``. ``rescale`` applies
-    ``unit_rms`` to svd and sbert (random is already unit-variance)."""
+    ``DISPLAY_NAMES``: (U, dim) for ``svd``, ``random`` and ``svd+activity``, (U, text dim) for ``sbert``, (U, 4) for
+    ``activity``. ``rescale`` applies ``unit_rms`` to svd and sbert (random is already unit-variance, the activity
+    columns standardised)."""
+    builders = {"svd": lambda: svd_vectors(purchases, dim, seed), "sbert": lambda: sbert_vectors(purchases),
+                "random": lambda: random_vectors(purchases, dim, seed),
+                "activity": lambda: activity_vectors(purchases),
+                "svd+activity": lambda: svd_activity_vectors(purchases, dim, seed)}
     out: dict[str, np.ndarray] = {}
     for name in parse_representations(list(names)):
-        if name == "svd":
-            vectors = svd_vectors(purchases, dim, seed)
-        elif name == "sbert":
-            vectors = sbert_vectors(purchases)
-        else:
-            vectors = random_vectors(purchases, dim, seed)
-        out[DISPLAY_NAMES[name]] = unit_rms(vectors) if rescale and name != "random" else vectors
+        vectors = builders[name]()
+        out[DISPLAY_NAMES[name]] = unit_rms(vectors) if rescale and name in ("svd", "sbert") else vectors
     return out
 
 
-__all__ = ["DISPLAY_NAMES", "REPRESENTATIONS", "SVD_LEVEL", "build_representations", "category_tfidf",
-           "parse_representations", "random_vectors", "sbert_vectors", "svd_vectors", "unit_rms"]
+__all__ = ["ACTIVITY_FEATURES", "DISPLAY_NAMES", "REPRESENTATIONS", "SVD_LEVEL", "activity_vectors",
+           "build_representations", "category_tfidf", "parse_representations", "random_vectors", "sbert_vectors",
+           "svd_activity_vectors", "svd_vectors", "unit_rms"]

@@ -75,7 +75,9 @@ CLASSIFICATION_BASELINES = {"LogReg TF-IDF+RFM": "logreg", "LogReg RFM": "logreg
 RECOMMENDATION_BASELINES = {"Popularity": "popularity", "Popularity (train labels)": "popularity_train",
                             "Co-occurrence": "cooccurrence", "Hybrid": "hybrid"}
 #: The model families `--models` chooses from.
-MODEL_CHOICES = ("u-mlp", "p-trans", "up-trans", "t-trans", "baselines")
+# "u-mlp": U-MLP on every checkpoint and every representation baseline; "u-mlp-representations": on the
+# representation baselines only (a representation added to a finished run, whose checkpoint rows it would repeat).
+MODEL_CHOICES = ("u-mlp", "u-mlp-representations", "p-trans", "up-trans", "t-trans", "baselines")
 #: What a corpus folder (`--data`) must hold: data_prep's output.
 CORPUS_FILES = ("metadata.json", "vocab.json", "dataset", "text_embeddings.safetensors", "descriptions.parquet")
 #: What may differ between a run and the run it resumes (`--resume`): the seeds, tasks and command line.
@@ -503,6 +505,7 @@ def model_plan(task, checkpoints, up_name, options: RunOptions, representations=
     if "u-mlp" in options.models:
         for name in checkpoints:
             plan[f"U-MLP {name}"] = {"kind": "mlp", "vectors": name}
+    if {"u-mlp", "u-mlp-representations"} & set(options.models):
         for name in representations:
             plan[f"U-MLP {name}"] = {"kind": "mlp", "vectors": name, "representation": True}
     if "p-trans" in options.models:

@@ -158,6 +158,10 @@ def test_model_plan_adds_representation_rows_and_label_aware_baselines(random_ta
     assert list(plan)[-4:] == ["Popularity", "Popularity (train labels)", "Co-occurrence", "Hybrid"]
     assert not any(name.startswith("U-MLP") for name in model_plan(random_tasks["kids"], {"MP": Path("mp")}, "MP",
                                                                   RunOptions(models=("baselines",)), reps))
+    # a representation added to a finished run: its rows only, never the checkpoints' again (a merge would refuse)
+    only = model_plan(random_tasks["kids"], {"MP": Path("mp")}, "MP", RunOptions(models=("u-mlp-representations",)),
+                      ["Activity", "SVD+activity"])
+    assert list(only) == ["U-MLP Activity", "U-MLP SVD+activity"]
 
 
 def test_protocol_and_options_checks():

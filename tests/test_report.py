@@ -118,6 +118,16 @@ def test_partner_is_chosen_on_validation_not_test():
     assert h["vs"]["from_scratch"]["name"] == "T-Trans" and h["vs"]["from_scratch"]["basis"] == "validation"
     assert h["vs"]["classical"]["name"] == "LogReg RFM"
     assert h["vs"]["trivial"]["name"] == "U-MLP SVD"
+    # the activity representations are trivial ones too: partners, never the U-MLP under test
+    models = results["tasks"]["kids"]["models"]
+    models["U-MLP Activity"] = _seeds([0.40, 0.43, 0.41, 0.44, 0.42], val=0.52)
+    models["U-MLP SVD+activity"] = _seeds([0.45, 0.41, 0.42, 0.40, 0.44], val=0.50)
+    other = summarise(json.loads(json.dumps({"config": results["config"], "tasks": {"kids": {
+        "kind": "classification", "paper_analogue": "GC",
+        "models": {k: {"seeds": v["seeds"]} for k, v in models.items()}}}})))
+    assert other["tasks"]["kids"]["headline"]["u_mlp"] == "U-MLP MP+A"
+    assert other["tasks"]["kids"]["headline"]["vs"]["trivial"]["name"] == "U-MLP Activity"
+    del models["U-MLP Activity"], models["U-MLP SVD+activity"]
     # one task: Holm leaves the p-value as it is
     assert h["vs"]["from_scratch"]["p_holm"] == pytest.approx(h["vs"]["from_scratch"]["p"])
     assert h["vs"]["from_scratch"]["verdict"] == "ahead"

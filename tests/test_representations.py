@@ -27,7 +27,8 @@ def purchases(num_users=30, seed=0, empty=(3,)) -> SequenceInputs:
         n = 0 if u in empty else int(rng.integers(1, 13))
         category = rng.integers(S, S + 8, n)
         category[rng.random(n) < 0.1] = 3  # [UNK]: not a category of the vocabulary
-        rows.append({"user_id": str(u), "category_2": category, "text_idx": rng.integers(0, 10, n)})
+        rows.append({"user_id": str(u), "category_2": category, "text_idx": rng.integers(0, 10, n),
+                     "timestamp": np.sort(1_500_000_000 + 3600 * rng.integers(0, 2000, n))})
     text = rng.normal(size=(10, 5)).astype(np.float32)
     return SequenceInputs(np.array([str(u) for u in range(num_users)], dtype=object), rows, text)
 
@@ -41,7 +42,8 @@ def test_parse_representations():
     assert R.parse_representations("svd,sbert,random") == ("svd", "sbert", "random")
     assert R.parse_representations(" random , svd,svd") == ("random", "svd")
     assert R.parse_representations("none") == () and R.parse_representations("") == ()
-    with pytest.raises(ValueError, match=r"unknown representation\(s\) \['bogus'\]; choose from svd, sbert, random"):
+    with pytest.raises(ValueError, match=r"unknown representation\(s\) \['bogus'\]; choose from svd, sbert, random, "
+                                         r"activity, svd\+activity"):
         R.parse_representations("svd,bogus")
 
 
@@ -84,6 +86,36 @@ def test_sbert_is_the_mean_text_vector_of_the_purchases():
     assert raw[7] == pytest.approx(p.text_embeddings[idx].mean(axis=0), abs=1e-6)
     by_hand = np.mean([p.text_embeddings[i] for i in idx], axis=0)      # a product bought twice counts twice
     assert raw[7] == pytest.approx(by_hand, abs=1e-6)
+
+
+def test_activity_vectors_count_purchases_baskets_recency_and_products():
+    day = 86400
+    rows = [{"user_id": "a", "timestamp": np.array([0, 0, day]), "text_idx": np.array([1, 2, 1])},  # 2 baskets
+            {"user_id": "b", "timestamp": np.array([5 * day]), "text_idx": np.array([4])},       # the last purchase
+            {"user_id": "c", "timestamp": np.zeros(0, np.int64), "text_idx": np.zeros(0, np.int64)},
+            {"user_id": "d", "timestamp": np.array([2 * day, 3 * day]), "text_idx": np.array([0, 0])}]
+    p = SequenceInputs(np.array(["a", "b", "c", "d"], dtype=object), rows, np.zeros((5, 2), np.float32))
+    raw = np.log1p(np.array([[3, 2, 4, 2], [1, 1, 0, 1], [2, 2, 2, 1]], dtype=np.float64))  # a, b, d
+    expected = (raw - raw.mean(axis=0)) / raw.std(axis=0)
+    out = R.activity_vectors(p)
+    assert out.shape == (4, len(R.ACTIVITY_FEATURES)) and out.dtype == np.float32
+    assert out[[0, 1, 3]] == pytest.approx(expected.astype(np.float32), abs=1e-6)
+    assert not out[2].any()  # no purchase: the zero vector, as the checkpoints give
+    del rows[0]["timestamp"]
+    with pytest.raises(ValueError, match="the rows of user a have none"):
+        R.activity_vectors(p)
+
+
+def test_svd_activity_is_the_svd_then_the_activity_columns():
+    p = purchases()
+    out = R.build_representations(["svd+activity", "activity"], p, dim=6)
+    assert list(out) == ["SVD+activity", "Activity"]
+    both = out["SVD+activity"]
+    assert both.shape == (30, 6) and np.array_equal(both[:, 2:], out["Activity"])
+    assert np.array_equal(both[:, :2], R.unit_rms(R.svd_vectors(p, 2)))
+    assert not both[3].any()
+    with pytest.raises(ValueError, match="needs a dimension above 4, got 4"):
+        R.svd_activity_vectors(p, 4)
 
 
 def test_random_vectors_are_seeded():
