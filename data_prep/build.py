@@ -467,27 +467,40 @@ def _write_texts(run: _BuildRun, descriptions: pd.DataFrame) -> _Texts:
             f"{text_stats['encoded']:,} encoded" + (f" ({text_stats['texts_per_second']} /s)"
                                                     if text_stats["encoded"] else ""))
     path = run.tmp / EMBEDDINGS_FILE
-    path.write_bytes(safetensors_bytes({"embeddings": np.ascontiguousarray(embeddings, dtype=np.float32)},
-                                       {"text_model": encoder_name(run.encoder),
-                                        "text_model_id": encoder_id(run.encoder)}))
+    write_safetensors(path, {"embeddings": np.ascontiguousarray(embeddings, dtype=np.float32)},
+                      {"text_model": encoder_name(run.encoder), "text_model_id": encoder_id(run.encoder)})
     os.chmod(path, 0o644)
     pq.write_table(pa.Table.from_pandas(descriptions, preserve_index=False), run.tmp / DESCRIPTIONS_FILE)
     return _Texts(embedding_size=int(embeddings.shape[1]), stats=text_stats)
 
 
-def safetensors_bytes(tensors: dict, metadata: dict) -> bytes:
-    """A safetensors file whose bytes depend on its content only: safetensors writes its header's keys in the
-    order of a hash map, which changes between runs (same tensors, another checksum); the header is re-written here
-    with sorted keys (the format's 8-byte length, JSON, spaces to an 8-byte boundary; data offsets are unchanged)."""
+#: numpy dtypes -> safetensors' names, for `write_safetensors`.
+SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "float64": "F64", "int64": "I64", "int32": "I32"}
+
+
+def write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
+    """A safetensors file whose bytes depend on its content only (safetensors' own writer orders the header's keys
+    like a hash map, which changes between runs: same tensors, another checksum): the header with sorted keys (the
+    format's 8-byte length, JSON, spaces to an 8-byte boundary), then each tensor's bytes in name order, written
+    from the arrays without a copy of the whole file in memory."""
     import struct
 
-    from safetensors.numpy import save
-
-    blob = save(tensors, metadata=metadata)
-    size = struct.unpack("<Q", blob[:8])[0]
-    header = json.dumps(json.loads(blob[8:8 + size]), sort_keys=True, separators=(",", ":")).encode()
-    header += b" " * (-len(header) % 8)
-    return struct.pack("<Q", len(header)) + header + blob[8 + size:]
+    arrays = {name: np.ascontiguousarray(tensors[name]) for name in sorted(tensors)}
+    header, offset = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}, 0
+    for name, array in arrays.items():
+        if array.dtype.name not in SAFETENSORS_DTYPES:
+            raise ValueError(f"write_safetensors: tensor {name!r} has dtype {array.dtype}, not one of "
+                             f"{sorted(SAFETENSORS_DTYPES)}")
+        header[name] = {"dtype": SAFETENSORS_DTYPES[array.dtype.name], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(text)) + text)
+        for array in arrays.values():
+            if array.size:
+                handle.write(memoryview(array.reshape(-1)).cast("B"))  # the array's own bytes, no copy
 
 
 def _write_user_rows(run: _BuildRun, store: _ChunkStore, chunk_status: list,

@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--models", default=None,
                      help="comma-separated subset of u-mlp,u-mlp-representations,p-trans,up-trans,t-trans,baselines "
                           "(default: all; u-mlp-representations: U-MLP on the --representations only, not on the "
-                          "checkpoints)")
+                          "checkpoints: to add a representation to a finished run, into a new --out, then merge)")
     run.add_argument("--representations", default="svd,sbert,random",
                      help="representation baselines that get U-MLP rows like the checkpoints ('U-MLP SVD', "
                           "'U-MLP SBERT-mean', 'U-MLP Random', 'U-MLP Activity', 'U-MLP SVD+activity'): "

@@ -8,7 +8,9 @@ from __future__ import annotations
 # What may differ between runs that are merged: where they stop (seeds, tasks), how they were run (threads, command)
 # and which models they ran (`--models`, `--finetune`, `--representations`: e.g. the Transformers in a run of
 # their own). The protocol (learning rates, epoch limits, patience, lengths), checkpoints and corpus may not.
-MERGE_FREE_CONFIG = ("options", "tasks", "command", "representations", "seeds", "content")
+# `protocol` (the run's description of its options) names fine-tuning's options only in a run that fine-tuned: the
+# options themselves are compared below.
+MERGE_FREE_CONFIG = ("options", "tasks", "command", "representations", "seeds", "content", "protocol")
 MERGE_FREE_OPTIONS = ("repeats", "first_seed", "threads", "device", "models", "finetune", "representations")
 # Options only fine-tuning reads: they must agree between runs that fine-tuned, and a run that did not cannot disagree.
 FINETUNE_OPTIONS = ("finetune_lrs", "finetune_max_epochs")
@@ -56,7 +58,12 @@ def merge_results(runs: list[dict], names: list[str] | None = None) -> dict:
         merged["config"]["options"].update(finetuning(tuned[0][0]))
     for run, name in zip(runs, names):
         if settings(run) != settings(runs[0]):
-            raise ValueError(f"{name} was made with other settings than {names[0]}; only seeds can differ")
+            (config, options), (first_config, first_options) = settings(run), settings(runs[0])
+            differ = sorted(k for k in config.keys() | first_config.keys() if config.get(k) != first_config.get(k))
+            differ += sorted(f"options.{k}" for k in options.keys() | first_options.keys()
+                             if options.get(k) != first_options.get(k))
+            raise ValueError(f"{name} was made with other settings than {names[0]} ({', '.join(differ)}); only "
+                             "seeds, tasks and models can differ")
         if tuned and run["config"]["options"].get("finetune") and finetuning(run) != finetuning(tuned[0][0]):
             raise ValueError(f"{name} fine-tuned with other settings than {tuned[0][1]} ({finetuning(run)} against "
                              f"{finetuning(tuned[0][0])})")

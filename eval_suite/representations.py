@@ -127,10 +127,11 @@ def activity_vectors(purchases) -> np.ndarray:
     """How much and how recently each user shops, from the same sequences -> (U, 4), ``ACTIVITY_FEATURES``: the
     number of purchases, of baskets (distinct timestamps), of days from the user's last purchase to the last
     purchase of anyone in ``purchases``, and of distinct products (``text_idx``), each log1p-transformed and
-    standardised over the users with purchases; zero rows for the others. The RFM features of the classical
-    baselines without the money (the corpus has no prices), as a representation: a linear probe of the released
-    checkpoint found its edge on the targeting tasks in what these count (its mean position embedding alone
-    encodes the sequence length)."""
+    standardised with the mean and spread of the users with purchases. A user without any counts none and is as
+    far from the last purchase as the first purchase in the data (not the average user that a zero row would be).
+    The RFM features of the classical baselines without the money (the corpus has no prices), as a
+    representation: a linear probe of the released checkpoint found its edge on the targeting tasks in what these
+    count (its mean position embedding alone encodes the sequence length)."""
     nonempty = _nonempty(purchases)
     out = np.zeros((len(purchases.rows), len(ACTIVITY_FEATURES)), dtype=np.float64)
     if not len(nonempty):
@@ -140,14 +141,14 @@ def activity_vectors(purchases) -> np.ndarray:
         raise ValueError(f"activity vectors need each purchase's `timestamp`; the rows of user "
                          f"{purchases.rows[missing[0]].get('user_id', missing[0])} have none")
     stamps = [np.asarray(purchases.rows[i]["timestamp"], dtype=np.int64) for i in nonempty]
-    last = max(int(t.max()) for t in stamps)
+    first, last = min(int(t.min()) for t in stamps), max(int(t.max()) for t in stamps)
+    out[:, 2] = (last - first) / 86400.0  # users without purchases: the whole span
     for i, t in zip(nonempty, stamps):
         products = np.asarray(purchases.rows[i]["text_idx"], dtype=np.int64)
         out[i] = [len(t), len(np.unique(t)), (last - int(t.max())) / 86400.0, len(np.unique(products))]
-    logged = np.log1p(out[nonempty])
-    scale = logged.std(axis=0)
-    out[nonempty] = (logged - logged.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
-    return out.astype(np.float32)
+    logged = np.log1p(out)
+    mean, scale = logged[nonempty].mean(axis=0), logged[nonempty].std(axis=0)
+    return ((logged - mean) / np.where(scale > 0, scale, 1.0)).astype(np.float32)
 
 
 def svd_activity_vectors(purchases, dim: int, seed: int = 0) -> np.ndarray:

@@ -76,8 +76,11 @@ RECOMMENDATION_BASELINES = {"Popularity": "popularity", "Popularity (train label
                             "Co-occurrence": "cooccurrence", "Hybrid": "hybrid"}
 #: The model families `--models` chooses from.
 # "u-mlp": U-MLP on every checkpoint and every representation baseline; "u-mlp-representations": on the
-# representation baselines only (a representation added to a finished run, whose checkpoint rows it would repeat).
+# representation baselines only (a representation added to a finished run: a new --out, then merged; the run's
+# checkpoint rows are not repeated).
 MODEL_CHOICES = ("u-mlp", "u-mlp-representations", "p-trans", "up-trans", "t-trans", "baselines")
+#: The default `models` of runs written before "u-mlp-representations" existed (they resume as the default).
+DEFAULT_MODELS_BEFORE_REPRESENTATIONS = ("u-mlp", "p-trans", "up-trans", "t-trans", "baselines")
 #: What a corpus folder (`--data`) must hold: data_prep's output.
 CORPUS_FILES = ("metadata.json", "vocab.json", "dataset", "text_embeddings.safetensors", "descriptions.parquet")
 #: What may differ between a run and the run it resumes (`--resume`): the seeds, tasks and command line.
@@ -427,6 +430,8 @@ def _settings(config: dict) -> dict:
     options = config.get("options", {})
     unused = () if options.get("finetune") else FINETUNE_OPTIONS  # fine-tuning's, in a run that does not fine-tune
     same["options"] = {k: v for k, v in options.items() if k not in ("repeats", "first_seed", "threads", "device", *unused)}
+    if list(same["options"].get("models") or ()) == list(DEFAULT_MODELS_BEFORE_REPRESENTATIONS):
+        same["options"]["models"] = MODEL_CHOICES  # the default before u-mlp-representations existed: the same runs
     return json.loads(json.dumps(same, default=to_json_value))  # tuples and lists compare equal
 
 

@@ -133,31 +133,60 @@ def gather_sources(checkpoint, which="final", data=None, results=None, results_l
 
 
 def read_results(specs) -> tuple[list[str], dict]:
-    """The `--results` specs (eval_suite run folders, a results.json file, or `FOLDER:A-B` for seeds A..B) and
-    their results, merged when there are several (runs of other seeds, tasks or models: `eval_suite.merging`)."""
+    """The `--results` specs (eval_suite run folders or their results.json, `FOLDER:A-B` for seeds A..B) and their
+    results, merged when there are several (runs of other seeds, tasks or models: `eval_suite.merging`), summarised
+    afresh (means, paired tests and headline over the seeds kept)."""
     from eval_suite.merging import merge_results
     from eval_suite.report import summarise
 
-    from .downstream import load_results
-
     specs = [str(specs)] if isinstance(specs, (str, os.PathLike)) else [str(s) for s in specs]
-    specs = [str(Path(s).parent) if Path(s).name == "results.json" and Path(s).is_file() else s for s in specs]
-    runs = []
-    for spec in specs:
-        try:
-            results = load_results(spec)
-        except (FileNotFoundError, ValueError) as err:
-            raise PublishError(f"--results {spec}: {err}") from None
-        if not isinstance(results.get("tasks"), dict) or not results["tasks"]:
-            raise PublishError(f"--results {spec}: its results.json holds no task results")
-        runs.append(results)
+    runs = [_read_run(spec) for spec in specs]
+    names = [shown_path(spec) for spec in specs]
     if len(runs) == 1:
-        return specs, runs[0]
+        return names, summarise(runs[0])
     try:
-        merged = merge_results(runs, specs)
+        merged = merge_results(runs, names)
     except ValueError as err:
         raise PublishError(f"the --results runs cannot be merged: {str(err).removeprefix('error: ')}") from None
-    return specs, summarise(merged)  # means, paired tests and headline over the merged seeds, as one run has them
+    return names, summarise(merged)
+
+
+def _read_run(spec: str) -> dict:
+    """One `--results` spec's results (a results.json file may be named instead of its folder); PublishError naming
+    the file when it is missing, not JSON, holds no task, or keeps no seed of the range asked for."""
+    from .downstream import SEED_RANGE, load_results
+
+    match = SEED_RANGE.search(spec)
+    folder, suffix = (spec[:match.start()], match.group(0)) if match else (spec, "")
+    if Path(folder).is_file():
+        if Path(folder).name != "results.json":
+            raise PublishError(f"--results {spec}: give the run's folder or its results.json, not {Path(folder).name}")
+        folder = str(Path(folder).parent)
+    path = Path(folder) / "results.json"
+    try:
+        results = load_results(folder + suffix)
+    except FileNotFoundError:
+        raise PublishError(f"--results {spec}: no results.json there (an `python -m eval_suite run` output)") from None
+    except json.JSONDecodeError as err:
+        raise PublishError(f"--results {spec}: {path} is not valid JSON ({err})") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise PublishError(f"--results {spec}: {path} is not a results.json of `eval_suite run` ({err!r})") from None
+    tasks = results.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        raise PublishError(f"--results {spec}: {path} holds no task results")
+    if not any(m.get("seeds") for e in tasks.values() for m in e.get("models", {}).values()):
+        raise PublishError(f"--results {spec}: {path} keeps no seed{' of that range' if suffix else ''}")
+    for stopped in results.get("stopped", []):  # named in the public card: never a machine's own path
+        stopped["run"] = shown_path(stopped["run"])
+    return results
+
+
+def shown_path(path) -> str:
+    """How a card names a local path: relative to the working directory when inside it, else its last part."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return Path(path).name
 
 
 def check_corpus_matches(config: dict, sources: Sources) -> None:

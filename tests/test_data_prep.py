@@ -575,23 +575,31 @@ def test_pass_two_tallies_summed_along_the_way_give_the_same_corpus(tmp_path, mo
 
 def test_text_embedding_file_bytes_depend_on_its_content_only(tmp_path):
     """safetensors orders its header's metadata keys like a hash map (another order, another checksum, between two
-    writes of the same tensors); `safetensors_bytes` sorts them, and the file reads back as safetensors wrote it."""
+    writes of the same tensors); `write_safetensors` sorts them, and its files read back as safetensors' own."""
     from safetensors import safe_open
-    from safetensors.numpy import save
+    from safetensors.numpy import load_file, save, save_file
 
-    from data_prep.build import safetensors_bytes
+    from data_prep.build import write_safetensors
 
-    tensors = {"embeddings": np.arange(12, dtype=np.float32).reshape(4, 3)}
-    metadata = {"text_model": "all-MiniLM-L6-v2", "text_model_id": "st:all-MiniLM-L6-v2:0123", "z": "1", "a": "2"}
+    tensors = {"embeddings": np.arange(12, dtype=np.float32).reshape(4, 3), "b": np.arange(5, dtype=np.int64),
+               "a": np.ones((2, 0), dtype=np.float16)}
+    metadata = {"text_model": "all-MiniLM-L6-v2", "text_model_id": "st:all-MiniLM-L6-v2:0123", "z": "1", "a": "é"}
     assert len({save(tensors, metadata=metadata) for _ in range(40)}) > 1  # what is fixed here
-    blobs = {safetensors_bytes(tensors, metadata) for _ in range(40)}
-    assert len(blobs) == 1
-    blob = blobs.pop()
+    for i in range(20):
+        write_safetensors(tmp_path / f"{i}.safetensors", tensors, metadata)
+    assert len({(tmp_path / f"{i}.safetensors").read_bytes() for i in range(20)}) == 1
+    blob = (tmp_path / "0.safetensors").read_bytes()
     assert int.from_bytes(blob[:8], "little") % 8 == 0
-    (tmp_path / "t.safetensors").write_bytes(blob)
-    with safe_open(str(tmp_path / "t.safetensors"), framework="np") as handle:
-        assert handle.metadata() == metadata
-        assert np.array_equal(handle.get_tensor("embeddings"), tensors["embeddings"])
+    save_file(tensors, str(tmp_path / "reference.safetensors"), metadata=metadata)
+    for name in ("0.safetensors", "reference.safetensors"):
+        with safe_open(str(tmp_path / name), framework="np") as handle:
+            assert handle.metadata() == metadata
+        loaded = load_file(tmp_path / name)
+        assert set(loaded) == set(tensors)
+        for key, value in tensors.items():
+            assert loaded[key].dtype == value.dtype and np.array_equal(loaded[key], value), key
+    with pytest.raises(ValueError, match="tensor 'x' has dtype bool"):
+        write_safetensors(tmp_path / "bad.safetensors", {"x": np.zeros(2, dtype=bool)}, {})
 
 
 def test_sharded_output_loads_like_a_single_shard(tmp_path, monkeypatch):

@@ -148,8 +148,11 @@ def test_merge_results_of_runs_over_other_seeds():
     assert merged["config"]["tasks"] == ["kids", "coupon_targeting"]
     with pytest.raises(ValueError, match=r"b repeats seed\(s\) 1 of kids/U-MLP MP"):
         merge_results([run(0, [0.6, 0.7]), run(1, [0.8])], ["a", "b"])
-    with pytest.raises(ValueError, match="b was made with other settings than a"):
+    with pytest.raises(ValueError, match=r"b was made with other settings than a \(options.mlp_max_epochs\)"):
         merge_results([run(0, [0.6]), run(1, [0.8], mlp_max_epochs=5)], ["a", "b"])
+    described = [run(0, [0.6]), run(1, [0.8], finetune=True)]  # `protocol` names fine-tuning only where it ran
+    described[0]["config"]["protocol"], described[1]["config"]["protocol"] = "full", "full (fine-tuning: ...)"
+    assert merge_results(described)["config"]["options"]["finetune"] is True
     merged = merge_results([run(0, [0.6]), run(1, [0.8], device="cuda", threads=4)])  # where it ran: not protocol
     assert sorted(merged["tasks"]["kids"]["models"]["U-MLP MP"]["seeds"]) == ["0", "1"]
 

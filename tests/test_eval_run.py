@@ -158,6 +158,12 @@ def test_model_plan_adds_representation_rows_and_label_aware_baselines(random_ta
     assert list(plan)[-4:] == ["Popularity", "Popularity (train labels)", "Co-occurrence", "Hybrid"]
     assert not any(name.startswith("U-MLP") for name in model_plan(random_tasks["kids"], {"MP": Path("mp")}, "MP",
                                                                   RunOptions(models=("baselines",)), reps))
+    # runs written when the default `models` had no u-mlp-representations resume as default runs
+    from eval_suite.run import DEFAULT_MODELS_BEFORE_REPRESENTATIONS, _settings
+
+    old = {"data": "data/cj", "options": {"models": list(DEFAULT_MODELS_BEFORE_REPRESENTATIONS), "repeats": 2}}
+    assert _settings(old) == _settings({"data": "data/cj", "options": {"models": list(RunOptions().models)}})
+    assert _settings(old) != _settings({"data": "data/cj", "options": {"models": ["u-mlp"]}})
     # a representation added to a finished run: its rows only, never the checkpoints' again (a merge would refuse)
     only = model_plan(random_tasks["kids"], {"MP": Path("mp")}, "MP", RunOptions(models=("u-mlp-representations",)),
                       ["Activity", "SVD+activity"])

@@ -532,10 +532,24 @@ def test_several_results_are_merged_into_one_card(run, results_dir, tmp_path, ca
     assert kids["mean"]["auroc"] == pytest.approx(float(np.mean(values)))
     text = (out / "README.md").read_text()
     assert f"| kids | auroc | U-MLP MP+A: {np.mean(values):.4f} ± " in text
-    assert f"It merges 2 runs of the same protocol (other seeds, tasks or models): `{results_dir}`, `{more}`." in text
+    # named without the machine's paths (these folders are outside the working directory: their names)
+    assert "It merges 2 runs of the same protocol (other seeds, tasks or models): `results`, `more`." in text
+    assert str(tmp_path) not in text
     again = tmp_path / "again"
     assert main(["--checkpoint", str(run["run"]), "--results", str(results_dir), "--results", str(results_dir),
                  "--out", str(again)]) == 2
     assert "cannot be merged" in capsys.readouterr().err and not again.exists()
     assert main(["--checkpoint", str(run["run"]), "--results", str(tmp_path / "nowhere"), "--out", str(again)]) == 2
     assert "no results.json" in capsys.readouterr().err and not again.exists()
+    # a seed range of a results.json file: those seeds only, summarised over them; a range the run lacks is refused
+    assert main(["--checkpoint", str(run["run"]), "--results", f"{more / 'results.json'}:100", "--out",
+                 str(again)]) == 0
+    one = json.loads((again / "downstream_results.json").read_text())["tasks"]["kids"]["models"]["U-MLP MP+A"]
+    assert list(one["seeds"]) == ["100"] and one["n"] == 1 and one["mean"]["auroc"] == one["seeds"]["100"]["auroc"]
+    assert main(["--checkpoint", str(run["run"]), "--results", f"{more}:50-60", "--out", str(tmp_path / "x")]) == 2
+    assert "keeps no seed of that range" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text("{not json")
+    assert main(["--checkpoint", str(run["run"]), "--results", str(tmp_path / "bad"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert "results.json is not valid JSON" in capsys.readouterr().err

@@ -100,7 +100,10 @@ def test_activity_vectors_count_purchases_baskets_recency_and_products():
     out = R.activity_vectors(p)
     assert out.shape == (4, len(R.ACTIVITY_FEATURES)) and out.dtype == np.float32
     assert out[[0, 1, 3]] == pytest.approx(expected.astype(np.float32), abs=1e-6)
-    assert not out[2].any()  # no purchase: the zero vector, as the checkpoints give
+    # no purchase: no counts, as far from the last purchase as the first one (not the average user a zero row is)
+    empty = (np.log1p([0, 0, 5, 0]) - raw.mean(axis=0)) / raw.std(axis=0)
+    assert out[2] == pytest.approx(empty.astype(np.float32), abs=1e-6)
+    assert (out[2, [0, 1, 3]] < out[[0, 1, 3]][:, [0, 1, 3]].min(axis=0)).all() and out[2, 2] > out[:, 2].max() - 1e-6
     del rows[0]["timestamp"]
     with pytest.raises(ValueError, match="the rows of user a have none"):
         R.activity_vectors(p)
@@ -113,7 +116,7 @@ def test_svd_activity_is_the_svd_then_the_activity_columns():
     both = out["SVD+activity"]
     assert both.shape == (30, 6) and np.array_equal(both[:, 2:], out["Activity"])
     assert np.array_equal(both[:, :2], R.unit_rms(R.svd_vectors(p, 2)))
-    assert not both[3].any()
+    assert not both[3, :2].any() and both[3, 2] < both[:, 2].min() + 1e-6  # no purchase: zero SVD, fewest counts
     with pytest.raises(ValueError, match="needs a dimension above 4, got 4"):
         R.svd_activity_vectors(p, 4)
 
