@@ -3,6 +3,8 @@
     python -m eval_suite probe --model MP=runs/mp/final --model NEW=runs/new/final --data data/cj \\
         --tasks kids,coupon_targeting,nutrition_targeting --repeats 10 --representations svd,sbert,random \\
         --out results/probe-new
+    python -m eval_suite probe --model ShopperBERT=shopperbert --parts --representations svd,activity \\
+        --out results/probe-parts     # where does the user vector's signal come from?
 
 For every task and seed (the same `split_users(task, seed)` 70/15/15 split as `python -m eval_suite run`), a logistic
 regression on each representation (every checkpoint's user embedding, and the representation baselines of
@@ -53,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also probe each checkpoint's mean of every layer's states (NAME layer 0 = the input "
                              "embeddings ... NAME layer L = the last) and its [CLS] vector (NAME [CLS]): does the "
                              "pooling matter?")
+    parser.add_argument("--parts", action="store_true",
+                        help="also probe each checkpoint's mean over the purchases of each part of its input "
+                             "embedding (NAME part product, text, dates, position): what does the user vector's "
+                             "signal come from?")
     parser.add_argument("--out", default="results/probe", help="output folder (results.json, embeddings/)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads for encoding")
     return parser
@@ -97,7 +103,7 @@ def main(argv=None) -> int:
     seeds = list(range(args.first_seed, args.first_seed + args.repeats))
     command = shlex.join(["python", "-m", "eval_suite", "probe", *(sys.argv[1:] if argv is None else argv)])
     results = probe(checkpoints, Path(args.data), tasks, Path(args.out), seeds, representations, args.dim,
-                    args.threads, command=command, layers=args.layers)
+                    args.threads, command=command, layers=args.layers, parts=args.parts)
     print("\n" + format_table(results))
     print(f"\nwrote {Path(args.out) / 'results.json'} ({results['seconds']:.0f} s)")
     return 0
@@ -218,10 +224,11 @@ def write_results(path: Path, results: dict) -> None:
 
 def probe(checkpoints: dict, data: Path, task_names, out: Path, seeds, representations=("svd", "sbert", "random"),
           dim: int | None = None, threads: int | None = None, log=print, command: str | None = None,
-          layers: bool = False) -> dict:
+          layers: bool = False, parts: bool = False) -> dict:
     """Encode the households with every checkpoint, build the representation baselines, probe every task and seed,
     and write `out/results.json` (`command`, the literal command line, goes to its config). With `layers`, every
-    checkpoint is also probed pooled over each layer and by its [CLS] vector (`layer_embeddings`)."""
+    checkpoint is also probed pooled over each layer and by its [CLS] vector (`layer_embeddings`); with `parts`, by
+    the mean of each part of its input embedding (`part_embeddings`)."""
     import torch
 
     from .inputs import Corpus
@@ -240,11 +247,14 @@ def probe(checkpoints: dict, data: Path, task_names, out: Path, seeds, represent
     if layers:
         for name, path in checkpoints.items():
             embeddings.update(layer_embeddings(name, path, inputs.purchases, log))
+    if parts:
+        for name, path in checkpoints.items():
+            embeddings.update(part_embeddings(name, path, inputs.purchases, log))
     probed = probe_tasks(tasks, inputs.purchases.user_ids, embeddings, list(seeds), log)
     results = {"config": {"command": command or "probe", "checkpoints": {k: str(v) for k, v in checkpoints.items()},
                          "data": str(data), "tasks": list(task_names), "seeds": [int(s) for s in seeds],
                          "representations": list(inputs.representations), "c_grid": list(PROBE_C_GRID),
-                         "layers": layers,
+                         "layers": layers, "parts": parts,
                          "protocol": "linear probe: standardised features, L2 logistic regression (balanced "
                                      "classes), C chosen on validation AUROC, test AUROC"}, **probed}
     results["seconds"] = time.perf_counter() - started
@@ -277,8 +287,58 @@ def layer_embeddings(name: str, path, purchases, log=print) -> dict[str, np.ndar
     return vectors
 
 
+#: The parts of ShopperBERT's input embedding `part_embeddings` pools: its name -> the module whose output it is.
+INPUT_PARTS = {"product": "product_projection", "text": "text_projection", "dates": "date_embeddings",
+               "position": "position_embeddings"}
+
+
+def part_embeddings(name: str, path, purchases, log=print, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """The mean over each household's purchases of each part of the checkpoint's input embedding, before they are
+    averaged and normalised into the token vector ("NAME part product": x_prod, the projection of the four category
+    embeddings and the text; "text": the text projection alone; "dates": the mean of the five date embeddings;
+    "position": the position embedding), for `probe --parts`. Read off the embedding layer's modules by forward
+    hooks; households without purchases get zero vectors."""
+    import torch
+
+    from modeling_shopperbert import UserEncoder
+    from modeling_shopperbert.collator import ShopperBertCollator
+    from modeling_shopperbert.modeling_shopperbert import user_pooling_mask
+
+    encoder = UserEncoder.from_pretrained(path, device="cpu")
+    layer = encoder.model.embeddings
+    seen: dict[str, list] = {}
+    hooks = [getattr(layer, module).register_forward_hook(
+        lambda _m, _i, output, part=part: seen.setdefault(part, []).append(output))
+        for part, module in INPUT_PARTS.items() if part != "dates"]
+    hooks += [emb.register_forward_hook(lambda _m, _i, output: seen.setdefault("dates", []).append(output))
+              for emb in layer.date_embeddings]
+    collator = ShopperBertCollator.from_config(encoder.config, purchases.text_embeddings)
+    keep = np.flatnonzero(np.asarray(purchases.lengths) > 0)
+    out = {part: np.zeros((len(purchases.rows), encoder.config.hidden_size), np.float32) for part in INPUT_PARTS}
+    start = time.perf_counter()
+    try:
+        with torch.no_grad():
+            for first in range(0, len(keep), batch_size):
+                rows = keep[first:first + batch_size]
+                batch = collator([purchases.rows[i] for i in rows])
+                seen.clear()
+                encoder.model.embeddings(batch["category_ids"], batch["date_ids"], batch["text_embeds"])
+                mask = (user_pooling_mask(batch["category_ids"]) & batch["attention_mask"].bool()).unsqueeze(-1)
+                count = mask.sum(dim=1).clamp(min=1)  # (B, 1)
+                for part, tensors in seen.items():
+                    states = torch.stack(tensors).mean(dim=0) if part == "dates" else tensors[0]  # (B or 1, T, H)
+                    states = states.expand(mask.shape[0], -1, -1)  # the position part is shared by the batch
+                    out[part][rows] = ((states * mask).sum(dim=1) / count).numpy()  # (B, H)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    log(f"{name}: the {len(INPUT_PARTS)} parts of the input embedding in {time.perf_counter() - start:.1f} s")
+    return {f"{name} part {part}": vectors for part, vectors in out.items()}
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["PROBE_C_GRID", "format_table", "layer_embeddings", "linear_probe", "main", "probe", "probe_tasks", "write_results"]
+__all__ = ["INPUT_PARTS", "PROBE_C_GRID", "format_table", "layer_embeddings", "linear_probe", "main", "part_embeddings",
+           "probe", "probe_tasks", "write_results"]

@@ -141,6 +141,43 @@ def test_probe_layers_pool_every_layer_and_cls(corpus_and_model):
     assert build_parser().parse_args(["--model", "x", "--layers"]).layers
 
 
+def test_probe_parts_are_the_input_embedding_parts(corpus_and_model):
+    """`probe --parts`: the means over the purchases of product, text, dates and position combine, as the model's
+    `embedding_combination` says, into the mean of what the embedding layer normalises (read by a hook here)."""
+    import numpy as np
+    import torch
+
+    from eval_suite.inputs import Corpus, purchase_inputs
+    from eval_suite.probe import INPUT_PARTS, build_parser, part_embeddings
+    from modeling_shopperbert import UserEncoder
+    from modeling_shopperbert.collator import ShopperBertCollator
+    from modeling_shopperbert.modeling_shopperbert import user_pooling_mask
+
+    corpus, checkpoint = corpus_and_model
+    purchases = purchase_inputs(Corpus.load(corpus))
+    parts = part_embeddings("MP", checkpoint, purchases, log=lambda message: None, batch_size=3)
+    assert list(parts) == [f"MP part {p}" for p in INPUT_PARTS]
+    encoder = UserEncoder.from_pretrained(checkpoint, device="cpu")
+    layer, config = encoder.model.embeddings, encoder.config
+    seen = []
+    hook = layer.LayerNorm.register_forward_hook(lambda _m, inputs, _o: seen.append(inputs[0]))
+    users = np.flatnonzero(purchases.lengths > 0)[:5]
+    batch = ShopperBertCollator.from_config(config, purchases.text_embeddings)([purchases.rows[i] for i in users])
+    with torch.no_grad():
+        layer(batch["category_ids"], batch["date_ids"], batch["text_embeds"])
+    hook.remove()
+    mask = (user_pooling_mask(batch["category_ids"]) & batch["attention_mask"].bool()).unsqueeze(-1)
+    expected = ((seen[0] * mask).sum(1) / mask.sum(1)).numpy()  # (5, H): the mean of what is normalised
+    product, dates, position = (parts[f"MP part {p}"][users] for p in ("product", "dates", "position"))
+    if config.embedding_combination == "grouped":
+        combined = (product + dates + position) / 3
+    else:
+        combined = (product + 5 * dates + position) / 7
+    np.testing.assert_allclose(combined, expected, atol=1e-5)
+    assert not np.allclose(parts["MP part text"][users], product)  # text alone is not the product vector
+    assert build_parser().parse_args(["--model", "x", "--parts"]).parts
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # Fast checks on random miniature tasks (no checkpoint, no corpus)
 # ------------------------------------------------------------------------------------------------------------------
