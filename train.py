@@ -173,7 +173,8 @@ def build_config(args: PretrainingArguments, data: PreparedData, fingerprint: st
     return ShopperBertConfig.from_data_metadata(
         data.metadata, max_position_embeddings=max_length + 1, user_representation=args.user_representation,
         embedding_combination=args.embedding_combination, contrastive_weight=args.contrastive_weight,
-        contrastive_temperature=args.contrastive_temperature, vocab_fingerprint=fingerprint, **preset,
+        contrastive_temperature=args.contrastive_temperature, profile_weight=args.profile_weight,
+        vocab_fingerprint=fingerprint, **preset,
     )
 
 
@@ -271,6 +272,7 @@ class LoopState:
     window_finite: bool = True  # every loss and gradient since the last optimizer step is finite
     running_loss: float = 0.0
     running_contrastive: float = 0.0
+    running_profile: float = 0.0
     running_count: int = 0
     tokens_seen: int = 0
     window_start: float = field(default_factory=time.perf_counter)
@@ -348,6 +350,8 @@ def train_micro_step(run: Run, state: LoopState, batch: dict) -> tuple[float, fl
         state.running_count += 1
         if outputs.contrastive_loss is not None:
             state.running_contrastive += outputs.contrastive_loss.detach().float().item()
+        if outputs.profile_loss is not None:
+            state.running_profile += outputs.profile_loss.detach().float().item()
     state.tokens_seen += int(batch["attention_mask"].sum()) - batch["attention_mask"].shape[0]
     return loss_value, grad_norm
 
@@ -364,8 +368,11 @@ def log_training(run: Run, state: LoopState) -> dict:
               "train/lr": run.scheduler.get_last_lr()[0], "epoch": state.step / run.plan.steps_per_epoch}
     if run.config.contrastive_weight > 0:
         record["train/contrastive_loss"] = state.running_contrastive / max(1, state.running_count)
+    if run.config.profile_weight > 0:
+        record["train/profile_loss"] = state.running_profile / max(1, state.running_count)
     accelerator.log(record, step=state.step)
-    state.tokens_seen, state.running_loss, state.running_contrastive, state.running_count = 0, 0.0, 0.0, 0
+    state.tokens_seen, state.running_loss, state.running_count = 0, 0.0, 0
+    state.running_contrastive = state.running_profile = 0.0
     state.window_start = time.perf_counter()
     return record
 

@@ -31,6 +31,7 @@ def row_facts(run_dir: Path) -> dict:
     config, args = run["model_config"], run["args"]
     facts = {"combination": config.get("embedding_combination", "mean"),
              "contrastive_weight": config.get("contrastive_weight", 0.0),
+             "profile_weight": config.get("profile_weight", 0.0),
              "steps": results["step"], "epochs": round(results["step"] / args["steps_per_epoch"], 1),
              "eval_loss": results["eval/loss"], "heads": {}}
     for head in CATEGORY_HEADS:
@@ -75,7 +76,8 @@ def render(rows: dict, probes: dict, tasks: list[str]) -> str:
         return cells
 
     for name, f in rows.items():
-        objective = "MPP" + (f" + {f['contrastive_weight']:g} InfoNCE" if f["contrastive_weight"] else "")
+        objective = ("MPP" + (f" + {f['contrastive_weight']:g} InfoNCE" if f["contrastive_weight"] else "")
+                     + (f" + {f['profile_weight']:g} profile" if f.get("profile_weight") else ""))
         cells = []
         for h in CATEGORY_HEADS:
             v = f["heads"][h]

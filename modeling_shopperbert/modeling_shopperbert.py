@@ -25,15 +25,17 @@ from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
-from .configuration_shopperbert import CLS_ID, MASK_ID, MPP_HEADS, PAD_ID, ShopperBertConfig
+from .configuration_shopperbert import CATEGORY_FIELDS, CLS_ID, MASK_ID, MPP_HEADS, PAD_ID, ShopperBertConfig
 from .modeling_shopperbert_layers import (
     ShopperBertContrastiveHead,
     ShopperBertEmbeddings,
     ShopperBertEncoder,
     ShopperBertMPPHeads,
+    PROFILE_FIELD,
     check_inputs,
     info_nce_loss,
     on_host,
+    profile_loss,
 )
 
 
@@ -72,11 +74,15 @@ class ShopperBertForPreTrainingOutput(ModelOutput):
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
             The MPP loss: mean over the heads of each head's cross-entropy (heads without any label in the batch
             are left out of the mean).
-        loss (continued): plus `config.contrastive_weight` times `contrastive_loss` when that is computed.
+        loss (continued): plus `config.contrastive_weight` times `contrastive_loss` when that is computed, and
+            `config.profile_weight` times `profile_loss`.
         head_losses (`torch.FloatTensor` of shape `(9,)`, *optional*, returned when `labels` is given):
             Cross-entropy of each head in `MPP_HEADS` order (0 for a head without labels in the batch).
         contrastive_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `view_index` is given and
             `config.contrastive_weight > 0`): the InfoNCE loss between the two views of each user.
+        profile_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given and
+            `config.profile_weight > 0`): the multi-label cross-entropy of the user vector's profile head (which
+            `category_2` values the user's purchases hold; `profile_loss` in `modeling_shopperbert_layers`).
         logits (`tuple(torch.FloatTensor)` of 9 tensors, each `(num_masked, head_vocab_size)`):
             Prediction scores of each head for every masked purchase, in row-major order of `masked_positions`
             (so `logits[k][i]` predicts `labels[masked_positions][i, k]`).
@@ -88,6 +94,7 @@ class ShopperBertForPreTrainingOutput(ModelOutput):
     loss: torch.FloatTensor | None = None
     head_losses: torch.FloatTensor | None = None
     contrastive_loss: torch.FloatTensor | None = None
+    profile_loss: torch.FloatTensor | None = None
     logits: tuple[torch.FloatTensor, ...] | None = None
     user_embedding: torch.FloatTensor | None = None
     hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -318,6 +325,8 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
         # Only built when used, so that no parameter goes without a gradient (DDP) and MPP-only checkpoints keep
         # their keys.
         self.contrastive = ShopperBertContrastiveHead(config) if config.contrastive_weight > 0 else None
+        profile_size = config.category_vocab_sizes[CATEGORY_FIELDS.index(PROFILE_FIELD)]
+        self.profile = nn.Linear(config.hidden_size, profile_size) if config.profile_weight > 0 else None
         self.post_init()
 
     @can_return_tuple
@@ -374,10 +383,17 @@ class ShopperBertForMaskedPurchasePrediction(ShopperBertPreTrainedModel):
             if loss is not None:
                 loss = loss + self.config.contrastive_weight * contrastive_loss
 
+        user_profile_loss = None
+        if labels is not None and self.profile is not None:
+            logits_profile = self.profile(outputs.user_embedding)  # (B, V_category_2)
+            user_profile_loss = profile_loss(logits_profile, category_ids, labels)
+            loss = loss + self.config.profile_weight * user_profile_loss
+
         return ShopperBertForPreTrainingOutput(
             loss=loss,
             head_losses=head_losses,
             contrastive_loss=contrastive_loss,
+            profile_loss=user_profile_loss,
             logits=logits,
             user_embedding=outputs.user_embedding,
             hidden_states=outputs.hidden_states,

@@ -105,6 +105,9 @@ class PretrainingArguments:
         "help": "Weight of the user-level InfoNCE loss on two Algorithm 1 views of each user (0: MPP only, the "
                 "paper's objective). Each user then costs two sequences."})
     contrastive_temperature: float = field(default=0.1, metadata={"help": "InfoNCE temperature."})
+    profile_weight: float = field(default=0.0, metadata={
+        "help": "Weight of the user-level profile loss: a linear head on the user vector predicts which product "
+                "categories (category_2) the user bought (0: none; beyond the paper, see ShopperBertConfig)."})
     early_stopping_patience: int | None = field(default=None, metadata={
         "help": "Stop after this many evaluations without a lower validation MPP loss (default: never stop early)."})
     report_to: str = field(default="auto", metadata={
@@ -181,6 +184,7 @@ NUMERIC_OPTIONS = {
     "contrastive_temperature": (_positive, "a positive finite number"),
     "weight_decay": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     "contrastive_weight": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
+    "profile_weight": (lambda v: 0 <= v < math.inf, "a finite number >= 0"),
     "max_grad_norm": (lambda v: 0 <= v < math.inf, "a finite number >= 0 (0 turns clipping off)"),
     "adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),

@@ -105,7 +105,10 @@ def intro_section(model_name: str, meta: dict, config: dict, num_parameters: dic
         "- Pre-training objective: masked purchase prediction (nine heads)"
         + (f" plus {config['contrastive_weight']:g} x a user-level InfoNCE loss between two Algorithm 1 views of "
            f"each user (temperature {config.get('contrastive_temperature', 0.1):g}, in-batch negatives)."
-           if config.get("contrastive_weight", 0) else "."),
+           if config.get("contrastive_weight", 0) else ".")
+        + (f" Plus {config['profile_weight']:g} x a profile loss: a linear head on the user vector predicts which "
+           "product categories (category_2) the user bought (multi-label cross-entropy)."
+           if config.get("profile_weight", 0) else ""),
         "",
     ]
 

@@ -86,6 +86,8 @@ def _repo_run_sentence(args: dict, config: dict, results: dict) -> str:
     precision = {"no": "fp32"}.get(args["mixed_precision_resolved"], args["mixed_precision_resolved"])
     contrastive = (f" + {config['contrastive_weight']:g} x InfoNCE (two views, temperature "
                    f"{config.get('contrastive_temperature', 0.1):g})" if config.get("contrastive_weight") else "")
+    contrastive += (f" + {config['profile_weight']:g} x profile (the user vector predicts the category_2 values "
+                    "bought)" if config.get("profile_weight") else "")
     stopping = (f", early stopping after {args['early_stopping_patience']} evaluations without a lower validation "
                 f"loss ({'triggered' if results.get('stopped_early') else 'not triggered'})"
                 if args.get("early_stopping_patience") else "")

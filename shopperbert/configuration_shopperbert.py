@@ -112,6 +112,13 @@ class ShopperBertConfig(PretrainedConfig):
             through a projection head, in-batch negatives. 0 is the paper's MPP-only pre-training.
         contrastive_temperature (`float`, *optional*, defaults to 0.1):
             Temperature of the InfoNCE softmax over cosine similarities.
+        profile_weight (`float`, *optional*, defaults to 0.0):
+            Weight of a user-level profile loss added to the MPP loss (beyond the paper): a linear head on the user
+            vector predicts which product categories (`category_2`, the level of the SVD baseline) the user bought
+            among the purchases the model sees (multi-label binary cross-entropy over that vocabulary, averaged over
+            categories and users). It asks the user vector to say *what* the household buys, which mean-pooled MPP
+            states say less well than an SVD of category counts (`python -m eval_suite probe --parts`). 0 builds no
+            head.
         classifier_dropout (`float`, *optional*):
             Dropout of downstream classification heads; defaults to `hidden_dropout_prob`.
         vocab_fingerprint (`str`, *optional*):
@@ -162,6 +169,7 @@ class ShopperBertConfig(PretrainedConfig):
         embedding_combination="mean",
         contrastive_weight=0.0,
         contrastive_temperature=0.1,
+        profile_weight=0.0,
         classifier_dropout=None,
         vocab_fingerprint=None,
         pad_token_id=PAD_ID,
@@ -201,6 +209,7 @@ class ShopperBertConfig(PretrainedConfig):
         self.embedding_combination = embedding_combination
         self.contrastive_weight = contrastive_weight
         self.contrastive_temperature = contrastive_temperature
+        self.profile_weight = profile_weight
         self.classifier_dropout = classifier_dropout
         self.vocab_fingerprint = vocab_fingerprint
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -243,6 +252,9 @@ class ShopperBertConfig(PretrainedConfig):
         temperature = self.contrastive_temperature
         if not isinstance(temperature, (int, float)) or not 0.0 < temperature < float("inf"):
             fail("contrastive_temperature", "must be a finite number > 0")
+        weight = self.profile_weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight < float("inf"):
+            fail("profile_weight", "must be a finite number >= 0")
         if self.hidden_act not in _VALID_ACTIVATIONS:
             fail("hidden_act", f"must be one of {_VALID_ACTIVATIONS}")
         for field in ("hidden_dropout_prob", "attention_probs_dropout_prob", "mlm_probability", "mask_replace_prob",

@@ -25,7 +25,15 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from .configuration_shopperbert import CATEGORY_FIELDS, CLS_ID, DATE_FIELDS, MPP_HEADS, PAD_ID, ShopperBertConfig
+from .configuration_shopperbert import (
+    CATEGORY_FIELDS,
+    CLS_ID,
+    DATE_FIELDS,
+    MPP_HEADS,
+    NUM_SPECIAL_IDS,
+    PAD_ID,
+    ShopperBertConfig,
+)
 
 # ----------------------------------------------------------------------------------------------------------------
 # Input checks: a bad id must fail here with a message, not as an index error deep inside torch
@@ -330,6 +338,27 @@ def info_nce_loss(projected: torch.Tensor, view_index: torch.LongTensor, tempera
     has_partner = partner.any(dim=-1).to(logits.dtype)  # (B,)
     losses = F.cross_entropy(logits, target, reduction="none")  # (B,)
     return (losses * has_partner).sum() / has_partner.sum().clamp(min=1.0)
+
+
+#: The category level the profile loss predicts (`config.profile_weight`): `category_2`, the SVD baseline's.
+PROFILE_FIELD = "category_2"
+
+
+def profile_loss(logits: torch.Tensor, category_ids: torch.LongTensor, labels: torch.LongTensor | None) -> torch.Tensor:
+    """Multi-label binary cross-entropy of the profile head: which `PROFILE_FIELD` categories each row's purchases
+    hold (the original ids at masked positions, from `labels`; special ids and missing categories left out), over
+    the real categories of the vocabulary, averaged over categories and rows. No host-device synchronisation.
+
+    logits: `(B, V)` over the level's whole vocabulary; category_ids: `(B, T, 4)`; labels: `(B, T, 9)` or None.
+    """
+    ids = category_ids[..., CATEGORY_FIELDS.index(PROFILE_FIELD)]  # (B, T), [MASK] where masked
+    if labels is not None:
+        original = labels[..., MPP_HEADS.index(PROFILE_FIELD)]  # (B, T), -100 where not masked
+        ids = torch.where(original.ne(-100), original, ids)
+    real = ids >= NUM_SPECIAL_IDS  # (B, T)
+    bought = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)  # (B, V)
+    bought.scatter_reduce_(1, torch.where(real, ids, 0), real.float(), reduce="amax")
+    return F.binary_cross_entropy_with_logits(logits[:, NUM_SPECIAL_IDS:].float(), bought[:, NUM_SPECIAL_IDS:])
 
 
 def attention_key_mask(attention_mask: torch.Tensor) -> torch.BoolTensor | None:

@@ -98,7 +98,8 @@ def training_step(model, batch):
 @pytest.mark.parametrize("representation", ["mean", "cls"])
 @pytest.mark.parametrize("contrastive", [0.0, 0.5])
 def test_training_step_has_no_host_read_on_the_accelerator_path(accelerator_path, representation, contrastive):
-    config = tiny_config(user_representation=representation, contrastive_weight=contrastive)
+    config = tiny_config(user_representation=representation, contrastive_weight=contrastive,
+                         profile_weight=contrastive)  # the profile loss with the contrastive one
     config._attn_implementation = "sdpa"
     model = ShopperBertForMaskedPurchasePrediction(config).train()
     batch = collated(config)

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from modeling_shopperbert import ShopperBertConfig, ShopperBertForMaskedPurchasePrediction, ShopperBertModel
 from modeling_shopperbert.collator import DataCollatorForMaskedPurchasePrediction
 from modeling_shopperbert.configuration_shopperbert import CLS_ID, MASK_ID, NUM_SPECIAL_IDS, PAD_ID
-from modeling_shopperbert.modeling_shopperbert_layers import info_nce_loss
+from modeling_shopperbert.modeling_shopperbert_layers import info_nce_loss, profile_loss
 
 SIZES = [10, 20, 30, 40]
 
@@ -44,7 +44,8 @@ EMBEDDINGS = np.random.default_rng(1).normal(size=(50, 8)).astype(np.float32)
 # -- configuration --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("field,value", [("embedding_combination", "sum"), ("contrastive_weight", -1.0),
                                          ("contrastive_weight", math.nan), ("contrastive_temperature", 0.0),
-                                         ("contrastive_temperature", math.inf)])
+                                         ("contrastive_temperature", math.inf), ("profile_weight", -0.5),
+                                         ("profile_weight", math.inf), ("profile_weight", True)])
 def test_config_rejects_bad_objective_options(field, value):
     with pytest.raises(ValueError, match=field):
         tiny_config(**{field: value})
@@ -138,6 +139,44 @@ def test_mpp_only_model_has_no_contrastive_head(tmp_path):
     with_head.save_pretrained(tmp_path)
     base = ShopperBertModel.from_pretrained(tmp_path)
     assert base.config.contrastive_weight == 1.0
+
+
+# -- the profile loss --------------------------------------------------------------------------------------------------
+def test_profile_loss_is_the_bce_of_the_categories_each_user_bought():
+    S, V = NUM_SPECIAL_IDS, SIZES[1]  # category_2 ids S..V-1 are real categories
+    category = torch.full((2, 5, 4), PAD_ID)
+    category[:, 0] = CLS_ID
+    category[0, 1:4, 1] = torch.tensor([S, S + 2, MASK_ID])  # the masked purchase was S + 5
+    category[1, 1:3, 1] = torch.tensor([S + 2, 3])  # 3 = [UNK]: not a category
+    labels = torch.full((2, 5, 9), -100)
+    labels[0, 3, 1] = S + 5
+    logits = torch.randn(2, V)
+    bought = torch.zeros(2, V - S)
+    bought[0, [0, 2, 5]] = 1.0
+    bought[1, 2] = 1.0
+    expected = F.binary_cross_entropy_with_logits(logits[:, S:], bought)
+    torch.testing.assert_close(profile_loss(logits, category, labels), expected)
+    # without labels the masked purchase is unknown: its category is not in the profile
+    bought[0, 5] = 0.0
+    torch.testing.assert_close(profile_loss(logits, category, None),
+                               F.binary_cross_entropy_with_logits(logits[:, S:], bought))
+
+
+def test_profile_loss_is_added_with_its_weight_and_trains_its_head(tmp_path):
+    config = tiny_config(profile_weight=0.5)
+    model = ShopperBertForMaskedPurchasePrediction(config).eval()
+    assert model.profile.out_features == SIZES[1]
+    batch = DataCollatorForMaskedPurchasePrediction.from_config(config, EMBEDDINGS)(features(4))
+    out = model(**batch)
+    torch.testing.assert_close(out.loss, out.head_losses.mean() + 0.5 * out.profile_loss)
+    expected = profile_loss(model.profile(out.user_embedding), batch["category_ids"], batch["labels"])
+    torch.testing.assert_close(out.profile_loss, expected)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    assert model(**{k: v for k, v in batch.items() if k != "labels"}).profile_loss is None  # encoding: no loss
+    assert ShopperBertForMaskedPurchasePrediction(tiny_config()).profile is None  # 0: no head, the keys as before
+    model.save_pretrained(tmp_path)
+    assert ShopperBertModel.from_pretrained(tmp_path).config.profile_weight == 0.5
 
 
 # -- the rules that judge MPP ---------------------------------------------------------------------------------------

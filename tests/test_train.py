@@ -184,7 +184,8 @@ def test_help_lists_every_option_with_a_default():
 def test_contrastive_grouped_run_reports_rules_and_stops_early(tiny_data, tmp_path):
     out = tmp_path / "run"
     run_train(["--data", str(tiny_data), "--output", str(out), "--max-steps", "40", "--eval-every", "2",
-               "--embedding-combination", "grouped", "--contrastive-weight", "1.0", "--early-stopping-patience", "2",
+               "--embedding-combination", "grouped", "--contrastive-weight", "1.0", "--profile-weight", "0.5",
+               "--early-stopping-patience", "2",
                *COMMON[:4], "--learning-rate", "1e-9", *COMMON[6:]])
     results = json.loads((out / "eval_results.json").read_text())
     assert results["stopped_early"] and results["step"] < 40, results["step"]
@@ -192,9 +193,10 @@ def test_contrastive_grouped_run_reports_rules_and_stops_early(tiny_data, tmp_pa
         assert 0 <= results[f"eval/user_mode_accuracy_{head}"] <= 1
         assert 0 <= results[f"eval/basket_mode_accuracy_{head}"] <= 1
     assert "| category_2 |" in (out / "mpp_diagnostics.md").read_text()
-    assert any("train/contrastive_loss" in r for r in log_records(out))
+    assert any("train/contrastive_loss" in r and "train/profile_loss" in r for r in log_records(out))
     config = json.loads((out / "final" / "config.json").read_text())
     assert config["contrastive_weight"] == 1.0 and config["embedding_combination"] == "grouped"
+    assert config["profile_weight"] == 0.5
 
 
 def test_non_finite_loss_stops_without_a_final_model(tiny_data, tmp_path):
