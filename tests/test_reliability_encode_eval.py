@@ -193,7 +193,8 @@ def test_eval_refuses_a_corpus_of_another_vocabulary_or_sizes(tiny, tmp_path, ca
 # 4. eval_suite run: results.json kept unless --resume/--overwrite; options checked before any work
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("option, value, message", [
-    ("--models", "u-mlp,ptrans", "unknown ['ptrans']; choose from u-mlp, p-trans, up-trans, t-trans, baselines"),
+    ("--models", "u-mlp,ptrans", "unknown ['ptrans']; choose from u-mlp, u-mlp-representations, p-trans, up-trans, "
+     "t-trans, baselines"),
     ("--tasks", "kids,gender", "unknown tasks ['gender']"),
     ("--representations", "svd,pca", "unknown representation(s) ['pca']"),
     ("--mlp-lrs", "abc", "--mlp-lrs abc: give comma-separated numbers"),
