@@ -191,9 +191,10 @@ def test_probe_command_rejects_bad_options(tmp_path, capsys):
 def test_probe_command_records_its_command_line(tmp_path, monkeypatch, capsys):
     seen = {}
 
-    def fake_probe(checkpoints, data, tasks, out, seeds, representations, dim, threads, command=None, layers=False):
+    def fake_probe(checkpoints, data, tasks, out, seeds, representations, dim, threads, command=None, layers=False,
+                   parts=False):
         seen.update(checkpoints=checkpoints, tasks=tasks, seeds=seeds, representations=representations, dim=dim,
-                    command=command, layers=layers)
+                    command=command, layers=layers, parts=parts)
         tiny, ids, embeddings = probe_world(num_users=60)
         return {**P.probe_tasks({"kids": tiny["kids"]}, ids, {"Random": embeddings["Random"]}, seeds,
                                 log=lambda *a: None), "seconds": 0.0}
@@ -204,5 +205,5 @@ def test_probe_command_records_its_command_line(tmp_path, monkeypatch, capsys):
     assert P.main(argv) == 0
     assert seen["command"] == "python -m eval_suite probe " + " ".join(argv)
     assert seen["seeds"] == [3, 4] and seen["representations"] == ("random",) and seen["checkpoints"] == {}
-    assert seen["layers"] is False  # `--layers` not given
+    assert seen["layers"] is False and seen["parts"] is False  # `--layers`, `--parts` not given
     assert "| Random |" in capsys.readouterr().out
