@@ -299,6 +299,7 @@ def part_embeddings(name: str, path, purchases, log=print, batch_size: int = 64)
     "position": the position embedding), for `probe --parts`. Read off the embedding layer's modules by forward
     hooks; households without purchases get zero vectors."""
     import torch
+    from tqdm.auto import tqdm
 
     from modeling_shopperbert import UserEncoder
     from modeling_shopperbert.collator import ShopperBertCollator
@@ -318,7 +319,7 @@ def part_embeddings(name: str, path, purchases, log=print, batch_size: int = 64)
     start = time.perf_counter()
     try:
         with torch.no_grad():
-            for first in range(0, len(keep), batch_size):
+            for first in tqdm(range(0, len(keep), batch_size), desc=f"{name}: input parts", unit="batch"):
                 rows = keep[first:first + batch_size]
                 batch = collator([purchases.rows[i] for i in rows])
                 seen.clear()
