@@ -9,10 +9,10 @@
       .shopperbert-corpus          marker: written by `data_prep build` (--overwrite replaces only such a folder)
 
 The build runs in three passes over chunks of complete users (one chunk for Complete Journey), so memory is
-bounded by the largest chunk plus per-user counters:
+bounded by the largest chunk plus a few bytes per user (the user ids wait on disk, `data_prep.id_ranks`):
 
-1. `_load_chunks`: cutoff + de-duplication per chunk, per-user counts (chunks are spilled to parquet when there are
-   several);
+1. `_load_chunks`: cutoff + de-duplication per chunk, per-user purchase counts and the rank of every user id
+   (chunks are spilled to parquet when there are several);
 2. `_filter_and_split`: user filters and the split on the per-user table; `_count_vocabularies`: vocabulary counts
    (train users only) and the distinct descriptions; `_write_texts`: text embeddings (cached);
 3. `_write_user_rows`: per-user rows written as Arrow streams, then assembled as a DatasetDict
@@ -57,6 +57,7 @@ from .corpus_folder import (
     prepare_target,
     write_marker,
 )
+from .id_ranks import ExternalIdRanks
 from .json_files import write_json
 from .dataset_writer import MAX_SHARD_BYTES, ShardWriter, assemble_dataset_dict
 from .schema import DataPrepError, parse_date
@@ -211,23 +212,28 @@ class _BuildRun:
 
 @dataclass
 class _Loaded:
-    """Pass 1: one row per user (`processing.user_table` plus the index of the chunk holding the user), the row
-    counts of metadata.json's "counts", and the first and last raw purchase (unix seconds)."""
+    """Pass 1: one row per user (the local engine: the column n of `processing.user_table`, its users in chunk then
+    user-code order; the Spark engine: all its columns), the row counts of metadata.json's "counts", and the first and
+    last raw purchase (unix seconds)."""
 
     users: pd.DataFrame | None  # None once the filters and the split have run (local engine)
     counts: dict
     raw_first: int
     raw_last: int
+    id_rank: np.ndarray | None = None  # local engine: per user, the rank of its id (`users` has no user_id column)
+    data_span: tuple | None = None  # local engine: first and last purchase after the time window (unix seconds)
+    chunk_starts: np.ndarray | None = None  # local engine: the first row of each chunk's users, then the row count
 
 
 @dataclass
 class _Split:
-    """The kept users with their split (column "split": 1 train, 2 validation), the filter report, and per chunk
-    its kept users (None when the filters removed all of them)."""
+    """The kept users with their split (column "split": 1 train, 2 validation), the filter report, and (local engine)
+    per chunk the status of its users (`_filter_and_split`; None when the filters removed all of them)."""
 
     users: pd.DataFrame
     filter_report: list
     chunk_status: list
+    kept: np.ndarray | None = None  # which rows of the loaded user table were kept (until chunk_status is made)
 
 
 @dataclass
@@ -240,6 +246,7 @@ class _Vocabularies:
     last_year: int
     year_vocab_size: int
     descriptions: pd.DataFrame
+    kept_span: tuple | None = None  # local engine: the first and last kept purchase (unix seconds)
 
 
 @dataclass
@@ -262,8 +269,8 @@ def _build(run: _BuildRun) -> dict:
     """Write the corpus files into `run.tmp`; returns the metadata written to metadata.json."""
     store = _ChunkStore(run.work)
     loaded = _load_chunks(run, store)
-    split = _filter_and_split(run, store, loaded.users)
-    loaded.users = None  # one row per user read; split.users keeps the kept users for the passes that follow
+    split = _filter_and_split(run, store, loaded)
+    loaded.users = loaded.id_rank = None  # per user read; split.chunk_status keeps what the passes that follow need
     pa.default_memory_pool().release_unused()  # Arrow's allocator keeps freed pages (the sorts of every user id)
     vocabularies = _count_vocabularies(run, store, split.chunk_status)
     texts = _write_texts(run, vocabularies.descriptions)
@@ -286,11 +293,13 @@ def finish_build(run: _BuildRun, loaded: _Loaded, split: _Split, vocabularies: _
 
 
 def _load_chunks(run: _BuildRun, store: _ChunkStore) -> _Loaded:
-    """Pass 1: time window and de-duplication per chunk, per-user counts; the compact chunks go to `store`."""
+    """Pass 1: time window and de-duplication per chunk, per-user counts; the compact chunks go to `store`, the user ids
+    to an `ExternalIdRanks` (on disk: memory then holds a few bytes per user, not the ids)."""
     t0 = time.perf_counter()
     counts = {"raw_rows": 0, "rows_in_time_window": 0, "duplicates_removed": 0, "rows_after_dedup": 0}
-    user_tables, labels = [], []
-    raw_first = raw_last = None
+    ids = ExternalIdRanks(run.work / "ids")
+    n_parts, chunk_users, labels = [], [], []
+    raw_first = raw_last = data_first = data_last = None
     for label, df in run.source.chunks():
         counts["raw_rows"] += len(df)
         ts = df["timestamp"].to_numpy()
@@ -305,19 +314,26 @@ def _load_chunks(run: _BuildRun, store: _ChunkStore) -> _Loaded:
         del df
         counts["duplicates_removed"] += removed
         counts["rows_after_dedup"] += len(compact)
-        table = P.user_table(compact)
-        table["chunk"] = np.full(len(table), len(store), dtype=np.int32)
-        user_tables.append(table)
+        table = P.user_table(compact)  # one row per user, in user-code order
+        ids.add(table["user_id"])
+        n_parts.append(table["n"].to_numpy())
+        first, last = int(table["first_ts"].min()), int(table["last_ts"].max())
+        data_first = first if data_first is None else min(data_first, first)
+        data_last = last if data_last is None else max(data_last, last)
+        chunk_users.append(len(table))
         labels.append(label)
         store.add(compact)
-        del compact
+        del compact, table
     run.timings["load_dedup_seconds"] = round(time.perf_counter() - t0, 2)
     _check_purchases_left(run, counts, raw_first, raw_last)
-    users = pd.concat(user_tables, ignore_index=True) if len(user_tables) > 1 else user_tables[0]
-    del user_tables
-    if len(store) > 1:
-        _check_partitioned(users, labels)
-    return loaded_users(run, users, counts, raw_first, raw_last)
+    users = pd.DataFrame({"n": np.concatenate(n_parts)})
+    del n_parts
+    loaded = loaded_users(run, users, counts, raw_first, raw_last)
+    loaded.id_rank, loaded.data_span = ids.ranks(), (data_first, data_last)
+    loaded.chunk_starts = np.r_[0, np.cumsum(chunk_users)].astype(np.int64)
+    if ids.duplicate is not None:
+        _refuse_duplicate(ids.duplicate, loaded.chunk_starts, labels)
+    return loaded
 
 
 def loaded_users(run: _BuildRun, users: pd.DataFrame, counts: dict, raw_first: int, raw_last: int) -> _Loaded:
@@ -340,48 +356,57 @@ def _check_purchases_left(run: _BuildRun, counts: dict, raw_first, raw_last) -> 
         raise DataPrepError(f"no purchase is left {window}: the data spans {iso_time(raw_first)} to {iso_time(raw_last)}")
 
 
-def _check_partitioned(users: pd.DataFrame, labels: list) -> None:
-    """Refuse a user found in several chunks (files claimed to be partitioned by user)."""
-    uid = P.duplicated_id(users["user_id"])
-    if uid is not None:
-        where = sorted({labels[c] for c in users.loc[users["user_id"] == uid, "chunk"]})
-        raise DataPrepError(f"user {uid!r} appears in several input files ({where[:2]}); the files must be "
-                            "partitioned by user (every user in one file), or drop --partitioned-by-user")
+def _refuse_duplicate(duplicate: tuple, chunk_starts: np.ndarray, labels: list) -> None:
+    """Refuse a user found in several chunks (files claimed to be partitioned by user): `duplicate` is
+    `ExternalIdRanks.duplicate`, (id, the rows holding it)."""
+    uid, rows = duplicate
+    where = sorted({labels[c] for c in np.searchsorted(chunk_starts, rows, side="right") - 1})
+    raise DataPrepError(f"user {uid!r} appears in several input files ({where[:2]}); the files must be "
+                        "partitioned by user (every user in one file), or drop --partitioned-by-user")
 
 
-def _filter_and_split(run: _BuildRun, store: _ChunkStore, users: pd.DataFrame) -> _Split:
-    """The user filters (minimum activity, top buyers) and the train/validation split of the kept users."""
+def _filter_and_split(run: _BuildRun, store: _ChunkStore, loaded: _Loaded) -> _Split:
+    """The user filters (minimum activity, top buyers) and the train/validation split of the kept users; per chunk,
+    the status of its users (0 filtered out, 1 train, 2 validation; in user-code order) or None if none is kept."""
     split = filter_and_split_users(
-        run, users, lambda start: _covered_windows(store, start, run.options.min_monthly_rate))
-    chunks = split.users["chunk"].to_numpy()  # in chunk order: pass 1 appends the chunks' users in turn
-    if np.any(np.diff(chunks) < 0):
-        raise RuntimeError("the user table is not in chunk order")
-    bounds = np.searchsorted(chunks, np.arange(len(store) + 1))
-    split.chunk_status = [split.users.iloc[a:b] if b > a else None for a, b in zip(bounds[:-1], bounds[1:])]
+        run, loaded.users, lambda start: _covered_windows(store, start, run.options.min_monthly_rate),
+        id_rank=loaded.id_rank, data_span=loaded.data_span)
+    status = np.zeros(len(loaded.users), dtype=np.int8)
+    status[split.kept] = split.users["split"].to_numpy()
+    starts = loaded.chunk_starts
+    split.chunk_status = [status[a:b] if status[a:b].any() else None for a, b in zip(starts[:-1], starts[1:])]
+    split.kept = None
     return split
 
 
-def filter_and_split_users(run: _BuildRun, users: pd.DataFrame,
-                           covered_windows: Callable[[int], np.ndarray]) -> _Split:
-    """The user filters and the split on a user table (`processing.user_table`'s columns), shared by both engines.
+def filter_and_split_users(run: _BuildRun, users: pd.DataFrame, covered_windows: Callable[[int], np.ndarray],
+                           id_rank: np.ndarray | None = None, data_span: tuple | None = None) -> _Split:
+    """The user filters and the split on a user table, shared by both engines: one row per user with the column n
+    (purchases), and user_id, first_ts and last_ts unless they are given as `id_rank` (per row, the rank of its id in
+    code-point order: `id_ranks.ExternalIdRanks`) and `data_span` (the first and last purchase, unix seconds).
     `covered_windows(period_start)` gives, per row of `users`, the activity windows holding a purchase (called only
-    for the "windows" rule). The result's `chunk_status` is left empty."""
+    for the "windows" rule). The result's `users` are the kept rows with a column "split" (1 train, 2 validation),
+    its `kept` the mask of them; `chunk_status` is left empty."""
     options = run.options
-    data_first = int(users["first_ts"].min())
-    data_last = int(users["last_ts"].max())
+    data_first, data_last = data_span or (int(users["first_ts"].min()), int(users["last_ts"].max()))
     period_start = max(data_first, P.timestamp_to_seconds(run.start_ts)) if run.start_ts is not None else data_first
     period_end = P.timestamp_to_seconds(run.end_ts) if run.end_ts is not None else data_last
     covered = None
     if options.min_monthly_rate > 0 and options.activity_rule == "windows":
         covered = covered_windows(period_start)
-    kept, filter_report = P.apply_user_filters(users, period_start, period_end, options, covered)
+    kept, filter_report = P.apply_user_filters(users, period_start, period_end, options, covered, id_rank=id_rank)
     for item in filter_report:
         run.log(f"filter {item['filter']}: {item['rule']}: removed {item['users_removed']:,} users "
                 f"({item['purchases_removed']:,} purchases)")
-    users = users.loc[kept].reset_index(drop=True) if not kept.all() else users
-    is_val = P.split_users(P.user_id_array(users["user_id"]), options.validation_fraction, options.seed)
+    everyone = kept.all()
+    users = users.loc[kept].reset_index(drop=True) if not everyone else users
+    if id_rank is None:
+        is_val = P.split_users(P.user_id_array(users["user_id"]), options.validation_fraction, options.seed)
+    else:
+        is_val = P.split_users(None, options.validation_fraction, options.seed,
+                               id_rank=id_rank if everyone else id_rank[kept])
     users["split"] = np.where(is_val, 2, 1).astype(np.int8)  # 1 train, 2 validation
-    return _Split(users=users, filter_report=filter_report, chunk_status=[])
+    return _Split(users=users, filter_report=filter_report, chunk_status=[], kept=kept)
 
 
 def _covered_windows(store: _ChunkStore, period_start: int, min_monthly_rate: float) -> np.ndarray:
@@ -401,6 +426,7 @@ def _count_vocabularies(run: _BuildRun, store: _ChunkStore, chunk_status: list) 
     train_counts, desc_parts = [], []
     train_years = [None, None]
     all_years = [None, None]
+    kept_span = None
     for i, group in enumerate(chunk_status):
         if group is None:
             continue
@@ -411,13 +437,17 @@ def _count_vocabularies(run: _BuildRun, store: _ChunkStore, chunk_status: list) 
         if train_rows.any():
             train_counts.append(P.count_category_values(_take_rows(compact, train_rows)))
             train_years = _widen_years(train_years, compact["ts"].to_numpy()[train_rows])
-        all_years = _widen_years(all_years, compact["ts"].to_numpy()[kept_rows])
+        kept_ts = compact["ts"].to_numpy()[kept_rows]
+        all_years = _widen_years(all_years, kept_ts)
+        span = (int(kept_ts.min()), int(kept_ts.max()))
+        kept_span = span if kept_span is None else (min(kept_span[0], span[0]), max(kept_span[1], span[1]))
         desc_parts.append(_description_stats(compact, kept_rows))
         del compact
         if len(desc_parts) >= REDUCE_TALLIES_EVERY:  # one tally per chunk would grow with the number of files
             desc_parts = [_combine_description_stats(desc_parts)]
             train_counts = [P.merge_counts(train_counts)] if train_counts else []
     vocabularies = vocabularies_from_counts(run, train_counts, train_years, all_years, desc_parts)
+    vocabularies.kept_span = kept_span
     run.timings["vocab_seconds"] = round(time.perf_counter() - t0, 2)
     return vocabularies
 
@@ -547,14 +577,16 @@ def assemble_splits(run: _BuildRun, writers: dict, split_counts: dict) -> None:
     run.timings["save_seconds"] = round(time.perf_counter() - t0, 2)
 
 
-def _row_split(compact: pd.DataFrame, group: pd.DataFrame) -> np.ndarray:
-    """Per row of a chunk's compact log: 0 filtered out, 1 train, 2 validation."""
-    cats = compact["user_id"].cat.categories
-    status = np.zeros(len(cats) + 1, dtype=np.int8)
-    pos = pd.Index(np.asarray(cats, dtype=object), dtype=object).get_indexer(
-        pd.Index(group["user_id"].to_numpy(dtype=object), dtype=object))
-    status[pos[pos >= 0]] = group["split"].to_numpy()[pos >= 0]
-    return status[compact["user_id"].cat.codes.to_numpy()]
+def _row_split(compact: pd.DataFrame, status: np.ndarray) -> np.ndarray:
+    """Per row of a chunk's compact log: 0 filtered out, 1 train, 2 validation, from the status of the chunk's users
+    in user-code order (`_filter_and_split`; `processing.user_table`'s rows)."""
+    codes = compact["user_id"].cat.codes.to_numpy()
+    starts = P.user_offsets(codes)[:-1]
+    if len(starts) != len(status):
+        raise RuntimeError(f"a chunk holds {len(starts)} users, its status {len(status)}")  # internal invariant
+    by_code = np.zeros(len(compact["user_id"].cat.categories), dtype=np.int8)
+    by_code[codes[starts]] = status
+    return by_code[codes]
 
 
 def _description_stats(compact: pd.DataFrame, rows: np.ndarray) -> tuple:

@@ -36,8 +36,7 @@ def corpus_metadata(run, loaded, split, vocabularies, texts, rows, fingerprint: 
     `_Texts`, `_Rows`) and the vocabulary fingerprint."""
     source, vocab, users = run.source, vocabularies.vocab, split.users
     start_ts, end_ts, raw_first, raw_last = run.start_ts, run.end_ts, loaded.raw_first, loaded.raw_last
-    kept_first = int(users["first_ts"].min())
-    kept_last = int(users["last_ts"].max())
+    kept_first, kept_last = vocabularies.kept_span or (int(users["first_ts"].min()), int(users["last_ts"].max()))
     counts = {**loaded.counts, "users_kept": int(len(users)), "purchases_kept": int(users["n"].sum())}
     return {
         "format_version": FORMAT_VERSION,

@@ -191,17 +191,6 @@ def id_order(user_ids) -> np.ndarray:
     return pc.sort_indices(user_id_array(user_ids)).to_numpy().astype(np.int64)
 
 
-def duplicated_id(user_ids):
-    """One user id that occurs more than once, or None (sorts the ids: no hash table of every id)."""
-    ids = user_id_array(user_ids)
-    if len(ids) < 2:
-        return None
-    ordered = ids.take(pa.array(id_order(ids)))
-    same = pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1)).to_numpy(zero_copy_only=False)
-    hits = np.flatnonzero(same)
-    return ordered[int(hits[0])].as_py() if len(hits) else None
-
-
 # ------------------------------------------------------------------------------------------------------------------
 # User filters and the split
 # ------------------------------------------------------------------------------------------------------------------
@@ -219,14 +208,16 @@ def window_ids(ts: np.ndarray, period_start: int, min_monthly_rate: float) -> np
 
 
 def apply_user_filters(users: pd.DataFrame, period_start: int, period_end: int, options: ProcessingOptions,
-                       windows_covered: np.ndarray | None = None) -> tuple[np.ndarray, list]:
+                       windows_covered: np.ndarray | None = None,
+                       id_rank: np.ndarray | None = None) -> tuple[np.ndarray, list]:
     """The paper's user filters on a user table (from `user_table`). Returns (kept mask, report).
 
     1. minimum activity (see `ProcessingOptions.min_monthly_rate` / `activity_rule`);
     2. the `top_fraction` most frequent buyers among the remaining users (ties broken by user id).
 
     `windows_covered` (per user, number of distinct activity windows with a purchase) is needed by the "windows"
-    rule. The report lists, for each filter, its threshold and the users and purchases it removed. Raises
+    rule. `id_rank` (per user, the rank of its id in code-point order) stands in for the column user_id, which
+    breaks ties. The report lists, for each filter, its threshold and the users and purchases it removed. Raises
     `DataPrepError` naming the filter that left no user.
     """
     n = users["n"].to_numpy()
@@ -260,7 +251,7 @@ def apply_user_filters(users: pd.DataFrame, period_start: int, period_end: int, 
         n_drop = int(math.floor(options.top_fraction * len(candidates)))
         threshold = None
         if n_drop:
-            dropped = _most_frequent(users["user_id"], n, candidates, n_drop)
+            dropped = _most_frequent(users["user_id"] if id_rank is None else None, n, candidates, n_drop, id_rank)
             threshold = int(n[dropped].min())
             removed = np.zeros(len(users), dtype=bool)
             removed[dropped] = True
@@ -277,31 +268,36 @@ def apply_user_filters(users: pd.DataFrame, period_start: int, period_end: int, 
     return kept, report
 
 
-def _most_frequent(user_ids, n: np.ndarray, candidates: np.ndarray, count: int) -> np.ndarray:
-    """The `count` candidates with the most purchases `n`, ties broken by user id (smallest first); only the ids
-    tied at the threshold are sorted."""
+def _most_frequent(user_ids, n: np.ndarray, candidates: np.ndarray, count: int,
+                   id_rank: np.ndarray | None = None) -> np.ndarray:
+    """The `count` candidates with the most purchases `n`, ties broken by user id (smallest first, or by `id_rank`
+    where given); only the ids tied at the threshold are sorted."""
     cand_n = n[candidates]
     threshold = np.partition(cand_n, len(cand_n) - count)[len(cand_n) - count]  # the count-th largest
     above = candidates[cand_n > threshold]
     tied = candidates[cand_n == threshold]
-    tied_order = id_order(user_id_array(user_ids).take(pa.array(tied)))
+    if id_rank is not None:
+        tied_order = np.argsort(id_rank[tied], kind="stable")
+    else:
+        tied_order = id_order(user_id_array(user_ids).take(pa.array(tied)))
     return np.concatenate([above, tied[tied_order[:count - len(above)]]])
 
 
-def split_users(user_ids, validation_fraction: float, seed: int) -> np.ndarray:
+def split_users(user_ids, validation_fraction: float, seed: int, id_rank: np.ndarray | None = None) -> np.ndarray:
     """Seeded split by user: returns a boolean array, True for validation users.
 
-    The users are sorted by id before the seeded permutation, so the split does not depend on input order.
-    At least one user stays in train; with a positive fraction and at least two users, at least one goes to
-    validation.
+    The users are sorted by id before the seeded permutation, so the split does not depend on input order;
+    `id_rank` (per user, the rank of its id in code-point order; any numbers that sort the same way) stands in for
+    the ids, `user_ids` is then unused. At least one user stays in train; with a positive fraction and at least two
+    users, at least one goes to validation.
     """
-    count = len(user_ids)
+    count = len(user_ids) if id_rank is None else len(id_rank)
     n_val = int(round(validation_fraction * count))
     if validation_fraction > 0 and count >= 2:
         n_val = min(max(n_val, 1), count - 1)
     else:
         n_val = 0
-    order = id_order(user_ids)
+    order = id_order(user_ids) if id_rank is None else np.argsort(id_rank, kind="stable")
     perm = np.random.default_rng(seed).permutation(count)
     is_val = np.zeros(count, dtype=bool)
     is_val[order[perm[:n_val]]] = True
@@ -402,7 +398,7 @@ def encode_rows(compact: pd.DataFrame, vocab: dict, description_index: pd.Index,
 
 __all__ = [
     "ProcessingOptions", "ACTIVITY_RULES", "apply_time_window", "compact_log", "user_table", "user_offsets",
-    "apply_user_filters", "split_users", "user_id_array", "id_order", "duplicated_id", "count_category_values",
+    "apply_user_filters", "split_users", "user_id_array", "id_order", "count_category_values",
     "merge_counts", "build_vocab", "category_lookup",
     "date_parts", "date_ids", "encode_rows", "output_schema", "to_unix_seconds", "activity_threshold", "window_ids",
 ]

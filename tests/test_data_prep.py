@@ -354,10 +354,78 @@ def test_arrow_user_ordering_matches_the_numpy_reference():
     reference = np.lexsort((np.asarray(ids, dtype=str), -n))[:int(0.07 * len(ids))]  # ties broken by id
     assert np.array_equal(np.flatnonzero(~kept), np.sort(reference))
     assert report[-1]["min_purchases_of_dropped"] == int(n[reference].min())
-    assert P.duplicated_id(users["user_id"]) is None
-    assert P.duplicated_id(np.r_[ids, ids[5:6]]) == ids[5]
     numbers = pd.Series([10, 9, 2], dtype="int64[pyarrow]")  # ids order as text whatever their type: "10" < "2" < "9"
     assert P.id_order(numbers).tolist() == P.id_order(np.array([10, 9, 2])).tolist() == [0, 2, 1]
+
+
+def test_external_id_ranks_match_the_in_memory_order(tmp_path):
+    """The local engine ranks the user ids on disk (`data_prep.id_ranks`), bucket by bucket: the ranks must be those
+    of `processing.id_order` over all ids at once, however many chunks and buckets (non-ASCII ids, NUL characters,
+    an id that sorts at a bucket boundary), and the smallest duplicated id is found with the rows holding it."""
+    from data_prep.id_ranks import ExternalIdRanks
+
+    rng = np.random.default_rng(3)
+    pool = ["u", "U", "é", "z", "中", "😀", "a b", "A", "0", "~", "\x00"]
+    ids = np.unique(np.array(["".join(rng.choice(pool, size=rng.integers(1, 5))) for _ in range(2000)], dtype=object))
+    rng.shuffle(ids)
+
+    def ranks(values, bucket_users, sample_every, folder):
+        ranker = ExternalIdRanks(tmp_path / folder, bucket_users=bucket_users, sample_every=sample_every)
+        for part in np.array_split(values, 11):
+            ranker.add(part)
+        return ranker.ranks(), ranker
+
+    expected = np.empty(len(ids), dtype=np.int64)
+    expected[P.id_order(ids)] = np.arange(len(ids))
+    for bucket_users, sample_every in [(1 << 20, 64), (100, 3), (7, 1)]:
+        rank, ranker = ranks(ids, bucket_users, sample_every, f"ids{bucket_users}")
+        assert np.array_equal(rank, expected), bucket_users
+        assert ranker.duplicate is None and ranker.n_buckets == -(-len(ids) // bucket_users)
+        assert not any((tmp_path / f"ids{bucket_users}").iterdir())  # its files go as they are read
+    doubled = np.r_[ids, ids[[100, 5]]]  # two ids again, in the last chunk
+    rank, ranker = ranks(doubled, 50, 2, "dup")
+    expected = np.empty(len(doubled), dtype=np.int64)
+    expected[P.id_order(doubled)] = np.arange(len(doubled))
+    assert np.array_equal(rank, expected)
+    smallest = min(ids[[100, 5]], key=lambda s: s.encode())
+    assert ranker.duplicate[0] == smallest
+    assert sorted(ranker.duplicate[1]) == [int(np.flatnonzero(ids == smallest)[0]),
+                                           len(ids) + [100, 5].index(int(np.flatnonzero(ids == smallest)[0]))]
+
+
+def test_user_ids_ranked_in_many_buckets_give_the_same_corpus(tmp_path, monkeypatch):
+    """The local engine holds no user id in memory between its passes (the user table handed to the filters has
+    the column n only) and sorts the ids on disk in buckets: a build with buckets of 7 users (20 buckets) writes the
+    corpus of a build with one bucket, filters and split included."""
+    from data_prep import build as build_module
+    from data_prep import id_ranks
+
+    write_synthetic_logs(tmp_path / "synth", SyntheticConfig(num_users=140, users_per_shard=20, seed=4,
+                                                             mean_purchases=15, num_products=400), progress=False)
+    seen = {}
+    filter_and_split = build_module.filter_and_split_users
+
+    def spy(run, users, *args, **kwargs):
+        seen["columns"] = list(users.columns)
+        return filter_and_split(run, users, *args, **kwargs)
+
+    monkeypatch.setattr(build_module, "filter_and_split_users", spy)
+    outputs = {}
+    for bucket_users in (1 << 20, 7):
+        monkeypatch.setattr(id_ranks, "BUCKET_USERS", bucket_users)
+        monkeypatch.setattr(id_ranks, "SAMPLE_EVERY", 2)
+        meta = build_dataset(FileSource([tmp_path / "synth"], partitioned_by_user=True), tmp_path / f"o{bucket_users}",
+                             options=ProcessingOptions(top_fraction=0.05, validation_fraction=0.3),
+                             text_encoder=CountingEncoder(), progress=False, log=lambda m: None)
+        assert seen["columns"] == ["n"]
+        outputs[bucket_users] = (load_prepared(tmp_path / f"o{bucket_users}"), meta)
+    (one, meta_one), (many, meta_many) = outputs[1 << 20], outputs[7]
+    assert meta_one["counts"]["users_after_dedup"] == 140 and meta_one["filters"][1]["users_removed"] > 0
+    for split in ("train", "validation"):
+        assert one.dataset[split].to_list() == many.dataset[split].to_list()
+    assert one.vocab == many.vocab
+    assert meta_one["counts"] == meta_many["counts"] and meta_one["filters"] == meta_many["filters"]
+    assert meta_one["date_range"] == meta_many["date_range"]
 
 
 def test_split_by_user_is_disjoint_seeded_and_sized(tmp_path):
