@@ -2,8 +2,9 @@
 operations, writing the same corpus folder.
 
     pass 0  `spark_sources.canonical_frame`: the source read by Spark as the canonical log
-    pass 1  time window, same-day de-duplication (a window function), the per-user table (collected: one row a user)
-    filters and split: the local engine's `filter_and_split_users` on that table
+    pass 1  time window, same-day de-duplication (a window function), the per-user table ranked by user id (Spark);
+            its counts are collected in that order (a few numbers per user: the ids stay in Spark)
+    filters and split: the local engine's `filter_and_split_users` on those counts, the rank standing in for the id
     pass 2  vocabulary counts of the train rows and the distinct descriptions (Spark aggregations, collected), then
             the local engine's vocabulary rules (`vocabularies_from_counts`) and text embeddings (`_write_texts`)
     pass 3  per-user rows: users hashed into buckets, each bucket encoded by the local engine's
@@ -134,10 +135,11 @@ def spark_build(run: _BuildRun, master: str | None) -> dict:
 
     with spark_session(master, progress=run.progress) as spark:
         run.log(f"Spark {spark.version} on {spark.sparkContext.master}")
-        loaded, compact = _load(run, canonical_frame(spark, run.source))
-        split = filter_and_split_users(run, loaded.users, lambda start: _covered_windows(compact, loaded.users,
-                                                                                          start, run.options))
-        kept = _kept_rows(spark, compact, split)
+        loaded, compact, ranked = _load(run, canonical_frame(spark, run.source))
+        split = filter_and_split_users(run, loaded.users, lambda start: _covered_windows(compact, ranked, len(
+            loaded.users), start, run.options), id_rank=np.arange(len(loaded.users)))
+        kept = _kept_rows(spark, compact, ranked, split)
+        ranked.unpersist()
         vocabularies = _vocabularies(run, kept, split)
         texts = _write_texts(run, vocabularies.descriptions)
         rows = _write_user_rows(run, kept, split, vocabularies)
@@ -149,7 +151,8 @@ def spark_build(run: _BuildRun, master: str | None) -> dict:
 # -- pass 1: time window, de-duplication, the user table ---------------------------------------------------------------
 
 def _load(run: _BuildRun, raw):
-    """Counts, time window and de-duplication; returns (`_Loaded` with the user table, the compact log persisted)."""
+    """Counts, time window and de-duplication; returns (`_Loaded` whose user table is in user-id order without the
+    ids, the compact log persisted, the users ranked by id (user_id, rank) persisted)."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -164,13 +167,42 @@ def _load(run: _BuildRun, raw):
     counts["rows_in_time_window"] = windowed.count() if counts["raw_rows"] else 0
     _check_purchases_left(run, counts, first["lo"], first["hi"])
     compact = (_deduplicate(windowed) if run.options.dedup else windowed).persist(StorageLevel.MEMORY_AND_DISK)
-    users = compact.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"), F.min("ts").alias("first_ts"),
-                                           F.max("ts").alias("last_ts")).orderBy("user_id").toPandas()
-    users = users.astype({"user_id": object, "n": np.int64, "first_ts": np.int64, "last_ts": np.int64})
+    ranked = _rank_by_id(compact.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"), F.min("ts").alias("first_ts"),
+                                                         F.max("ts").alias("last_ts")))
+    table = ranked.select("rank", "n", "first_ts", "last_ts").toPandas()
+    rank = table["rank"].to_numpy()
+    columns = {}
+    for col in ("n", "first_ts", "last_ts"):
+        columns[col] = np.empty(len(table), dtype=np.int64)
+        columns[col][rank] = table[col].to_numpy()  # row r: the user of rank r
+    del table, rank
+    users = pd.DataFrame(columns)
     counts["rows_after_dedup"] = int(users["n"].sum())
     counts["duplicates_removed"] = counts["rows_in_time_window"] - counts["rows_after_dedup"]
     run.timings["load_dedup_seconds"] = round(time.perf_counter() - t0, 2)
-    return loaded_users(run, users, counts, int(first["lo"]), int(first["hi"])), compact
+    return loaded_users(run, users, counts, int(first["lo"]), int(first["hi"])), compact, ranked
+
+
+def _rank_by_id(users):
+    """`users` with a column rank: the position of its user_id in byte (code-point) order, 0 first, as
+    `processing.id_order` orders ids. Computed across partitions (a range-partitioned sort, then each partition's
+    offset), not in one window over every user; persisted, so that the partitions counted are those ranked."""
+    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
+
+    ordered = (users.orderBy("user_id").withColumn("_part", F.spark_partition_id())
+               .withColumn("_row", F.monotonically_increasing_id()).persist(StorageLevel.MEMORY_AND_DISK))
+    sizes = dict(ordered.groupBy("_part").count().collect())
+    offsets, total = {}, 0
+    for part in sorted(sizes):
+        offsets[part], total = total, total + sizes[part]
+    offset = F.create_map(*[F.lit(v) for part in sorted(offsets) for v in (part, offsets[part])])
+    in_part = F.col("_row") - F.shiftleft(F.col("_part").cast("long"), 33)  # monotonically_increasing_id's layout
+    ranked = (ordered.withColumn("rank", (offset[F.col("_part")] + in_part).cast("long")).drop("_part", "_row")
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    ranked.count()
+    ordered.unpersist()
+    return ranked
 
 
 def _deduplicate(frame):
@@ -186,8 +218,11 @@ def _deduplicate(frame):
     return frame.withColumn("_k", F.row_number().over(order)).filter(F.col("_k") == 1).drop("_k")
 
 
-def _covered_windows(compact, users: pd.DataFrame, period_start: int, options: P.ProcessingOptions) -> np.ndarray:
-    """Per row of `users`: the activity windows holding a purchase (`processing.window_ids`, in batches)."""
+def _covered_windows(compact, ranked, count: int, period_start: int, options: P.ProcessingOptions) -> np.ndarray:
+    """Per user in rank order (`count` users): the activity windows holding a purchase (`processing.window_ids`, in
+    batches)."""
+    from pyspark.sql import functions as F
+
     rate = options.min_monthly_rate
 
     def windows(batches):
@@ -196,16 +231,23 @@ def _covered_windows(compact, users: pd.DataFrame, period_start: int, options: P
                                 "w": P.window_ids(batch["ts"].to_numpy(), period_start, rate)})
 
     covered = (compact.select("user_id", "ts").mapInPandas(windows, "user_id string, w long").distinct()
-               .groupBy("user_id").count().toPandas())
-    return covered.set_index("user_id")["count"].reindex(users["user_id"]).fillna(0).to_numpy(dtype=np.int64)
+               .groupBy("user_id").agg(F.count(F.lit(1)).alias("windows")).join(ranked.select("user_id", "rank"),
+                                                                                 on="user_id")
+               .select("rank", "windows").toPandas())
+    out = np.zeros(count, dtype=np.int64)
+    out[covered["rank"].to_numpy()] = covered["windows"].to_numpy()
+    return out
 
 
-def _kept_rows(spark, compact, split: _Split):
-    """The compact log of the kept users with their split (1 train, 2 validation), persisted."""
+def _kept_rows(spark, compact, ranked, split: _Split):
+    """The compact log of the kept users with their split (1 train, 2 validation), persisted; the split reaches
+    Spark by rank (`split.kept`: the kept ranks)."""
     from pyspark import StorageLevel
 
-    users = spark.createDataFrame(split.users[["user_id", "split"]].astype({"split": np.int32}),
-                                  schema="user_id string, split int")
+    status = pd.DataFrame({"rank": np.flatnonzero(split.kept).astype(np.int64),
+                           "split": split.users["split"].to_numpy().astype(np.int32)})
+    users = ranked.join(spark.createDataFrame(status, schema="rank long, split int"), on="rank").select("user_id",
+                                                                                                       "split")
     return compact.join(users, on="user_id", how="inner").persist(StorageLevel.MEMORY_AND_DISK)
 
 

@@ -135,6 +135,54 @@ def test_spark_corpus_equals_local_for_an_in_memory_log(tmp_path):
         assert any(m.startswith(phase) for m in messages["spark"]), (phase, messages["spark"])
 
 
+def test_spark_corpus_equals_local_with_the_windows_rule_and_ties_at_the_top(tmp_path):
+    """The activity windows (collected by rank) and the top-frequency filter's ties (broken by the rank that stands in
+    for the id on the driver) remove the same users with both engines."""
+    from data_prep import DataFrameSource, HashingTextEncoder, ProcessingOptions, build_dataset
+
+    rows = []
+    for u in range(40):
+        months = range(6) if u % 4 else range(0, 6, 2)  # every fourth user skips months: out under the windows rule
+        per_month = 3 + (u % 5 == 0) * 2  # ties: eight users share the top count
+        rows += [(f"ü{u:02d}" if u % 3 else f"u{u}", f"2022-{1 + m:02d}-{1 + k * 3:02d} 09:00", f"thing {k}")
+                 for m in months for k in range(per_month)]
+    frame = pd.DataFrame(rows, columns=["user_id", "timestamp", "description"])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"])
+    options = ProcessingOptions(min_monthly_rate=1.0, activity_rule="windows", top_fraction=0.1,
+                                validation_fraction=0.3)
+    metas = {}
+    for engine in ("local", "spark"):
+        metas[engine] = build_dataset(DataFrameSource(frame), tmp_path / engine, options=options,
+                                      text_encoder=HashingTextEncoder(8), progress=False, log=lambda m: None,
+                                      engine=engine)
+    assert_same_corpus(tmp_path / "local", tmp_path / "spark")
+    assert [f["users_removed"] for f in metas["spark"]["filters"]] == [10, 3]
+
+
+def test_spark_ranks_user_ids_in_the_local_engines_order(spark):
+    """The Spark engine ranks the ids across the partitions of a range-partitioned sort (no single-partition
+    window): the ranks must be `processing.id_order`'s, non-ASCII ids and NUL characters included."""
+    from data_prep import processing as P
+    from data_prep.spark_engine import _rank_by_id
+
+    rng = np.random.default_rng(5)
+    pool = ["u", "U", "é", "z", "中", "😀", "a b", "A", "0", "~", "\x00"]
+    ids = np.unique(np.array(["".join(rng.choice(pool, size=rng.integers(1, 5))) for _ in range(600)], dtype=object))
+    rng.shuffle(ids)
+    adaptive = spark.conf.get("spark.sql.adaptive.enabled")
+    spark.conf.set("spark.sql.adaptive.enabled", "false")  # keep the 4 shuffle partitions of the sort
+    try:
+        ranked = _rank_by_id(spark.createDataFrame(pd.DataFrame({"user_id": ids, "row": np.arange(len(ids))})))
+        assert ranked.rdd.getNumPartitions() == 4
+        got = ranked.select("row", "rank").toPandas().sort_values("row")["rank"].to_numpy()
+        ranked.unpersist()
+    finally:
+        spark.conf.set("spark.sql.adaptive.enabled", adaptive)
+    expected = np.empty(len(ids), dtype=np.int64)
+    expected[P.id_order(ids)] = np.arange(len(ids))
+    assert np.array_equal(got, expected)
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # bad input: the local engine's errors
 # ------------------------------------------------------------------------------------------------------------------
