@@ -326,13 +326,13 @@ def _load_chunks(run: _BuildRun, store: _ChunkStore) -> _Loaded:
         del compact, table
     run.timings["load_dedup_seconds"] = round(time.perf_counter() - t0, 2)
     _check_purchases_left(run, counts, raw_first, raw_last)
+    id_rank, chunk_starts = ids.ranks(), np.r_[0, np.cumsum(chunk_users)].astype(np.int64)
+    if ids.duplicate is not None:
+        _refuse_duplicate(ids.duplicate, chunk_starts, labels)
     users = pd.DataFrame({"n": np.concatenate(n_parts)})
     del n_parts
     loaded = loaded_users(run, users, counts, raw_first, raw_last)
-    loaded.id_rank, loaded.data_span = ids.ranks(), (data_first, data_last)
-    loaded.chunk_starts = np.r_[0, np.cumsum(chunk_users)].astype(np.int64)
-    if ids.duplicate is not None:
-        _refuse_duplicate(ids.duplicate, loaded.chunk_starts, labels)
+    loaded.id_rank, loaded.data_span, loaded.chunk_starts = id_rank, (data_first, data_last), chunk_starts
     return loaded
 
 

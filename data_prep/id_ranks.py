@@ -5,7 +5,8 @@ have run; the ids were the largest part of that row, and the split and the top-f
 order. `ExternalIdRanks` keeps them on disk: each chunk's ids go to a file sorted by id, with a sample of every
 `SAMPLE_EVERY`-th; once every chunk is in, the sample gives range boundaries, each chunk file is cut at them into
 buckets of about `BUCKET_USERS` ids, and every bucket is sorted on its own. Memory: one bucket, one chunk, and the
-8-byte rank of every user.
+8-byte rank of every user. Limits: a bucket can exceed `BUCKET_USERS` by up to `SAMPLE_EVERY` ids per chunk; every
+bucket file is open while the chunks are cut (about 1,000 at a billion users, the usual open-file limit).
 
 The ranks are those of `processing.id_order` (Arrow's stable sort of the ids as text): rank r is the position of the
 user in that order, so equal ids (which the caller refuses) rank in row order. Rows are numbered in the order the
@@ -95,7 +96,7 @@ class ExternalIdRanks:
         n_buckets = self.n_buckets = max(1, math.ceil(self.total / self.bucket_users))
         sample = pa.chunked_array(self.samples, pa.large_string()).combine_chunks()
         sample = sample.take(pc.sort_indices(sample))
-        splitters = [sample[len(sample) * k // n_buckets] for k in range(1, n_buckets)]  # Arrow scalars
+        splitters = [sample[len(sample) * k // n_buckets].as_py() for k in range(1, n_buckets)]
         self.samples = []
         paths = [self.work / f"bucket-{b:05d}.arrow" for b in range(n_buckets)]
         writers = [ipc.new_file(p, _SCHEMA) for p in paths]
@@ -103,7 +104,7 @@ class ExternalIdRanks:
             for path in self.chunks:
                 table = _read(path)  # one chunk, sorted by id: a bucket's part is the ids below its upper boundary
                 ids = table.column("id")
-                cuts = [0, *(pc.sum(pc.less(ids, s)).as_py() or 0 for s in splitters), len(ids)]
+                cuts = [0, *(_count_below(ids, s) for s in splitters), len(ids)]
                 for writer, a, b in zip(writers, cuts[:-1], cuts[1:]):
                     if b > a:
                         writer.write_table(table.slice(a, b - a))
@@ -113,6 +114,19 @@ class ExternalIdRanks:
             for writer in writers:
                 writer.close()
         return paths
+
+
+def _count_below(ids, value: str) -> int:
+    """How many ids of a sorted Arrow string array are below `value` (a binary search: Python compares str by code
+    point, the order of UTF-8 bytes that Arrow sorts by)."""
+    lo, hi = 0, len(ids)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ids[mid].as_py() < value:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def _first_duplicate(ids: pa.Array, rows: np.ndarray) -> tuple | None:

@@ -183,7 +183,8 @@ def user_id_array(user_ids) -> pa.ChunkedArray | pa.Array:
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         string = pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
         return values if string else values.cast(pa.large_string())  # ids order as text, whatever their type
-    return pa.array(np.asarray(values, dtype=str), type=pa.large_string())
+    values = np.asarray(values, dtype=object)  # not numpy's fixed-width str, which drops NUL characters
+    return pa.array([v if isinstance(v, str) else str(v) for v in values], type=pa.large_string())
 
 
 def id_order(user_ids) -> np.ndarray:

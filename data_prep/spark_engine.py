@@ -139,7 +139,6 @@ def spark_build(run: _BuildRun, master: str | None) -> dict:
         split = filter_and_split_users(run, loaded.users, lambda start: _covered_windows(compact, ranked, len(
             loaded.users), start, run.options), id_rank=np.arange(len(loaded.users)))
         kept = _kept_rows(spark, compact, ranked, split)
-        ranked.unpersist()
         vocabularies = _vocabularies(run, kept, split)
         texts = _write_texts(run, vocabularies.descriptions)
         rows = _write_user_rows(run, kept, split, vocabularies)
@@ -152,7 +151,8 @@ def spark_build(run: _BuildRun, master: str | None) -> dict:
 
 def _load(run: _BuildRun, raw):
     """Counts, time window and de-duplication; returns (`_Loaded` whose user table is in user-id order without the
-    ids, the compact log persisted, the users ranked by id (user_id, rank) persisted)."""
+    ids, the compact log persisted, the users ranked by id (user_id, rank; read from parquet in the scratch
+    folder))."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
@@ -168,9 +168,11 @@ def _load(run: _BuildRun, raw):
     _check_purchases_left(run, counts, first["lo"], first["hi"])
     compact = (_deduplicate(windowed) if run.options.dedup else windowed).persist(StorageLevel.MEMORY_AND_DISK)
     ranked = _rank_by_id(compact.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"), F.min("ts").alias("first_ts"),
-                                                         F.max("ts").alias("last_ts")))
+                                                         F.max("ts").alias("last_ts")), run.work / "spark-users")
     table = ranked.select("rank", "n", "first_ts", "last_ts").toPandas()
     rank = table["rank"].to_numpy()
+    if not np.array_equal(np.sort(rank), np.arange(len(rank))):
+        raise RuntimeError(f"the ranks of {len(rank)} user ids are not 0..{len(rank) - 1}")  # internal invariant
     columns = {}
     for col in ("n", "first_ts", "last_ts"):
         columns[col] = np.empty(len(table), dtype=np.int64)
@@ -183,26 +185,24 @@ def _load(run: _BuildRun, raw):
     return loaded_users(run, users, counts, int(first["lo"]), int(first["hi"])), compact, ranked
 
 
-def _rank_by_id(users):
+def _rank_by_id(users, folder):
     """`users` with a column rank: the position of its user_id in byte (code-point) order, 0 first, as
     `processing.id_order` orders ids. Computed across partitions (a range-partitioned sort, then each partition's
-    offset), not in one window over every user; persisted, so that the partitions counted are those ranked."""
-    from pyspark import StorageLevel
+    offset), not in one window over every user. The sorted users with their partition and row number are written to
+    parquet in `folder` once and read back: a sort evaluated again may draw other partition boundaries (Spark samples
+    them), so the offsets counted must be those of the rows ranked, and nothing downstream may recompute the sort."""
     from pyspark.sql import functions as F
 
-    ordered = (users.orderBy("user_id").withColumn("_part", F.spark_partition_id())
-               .withColumn("_row", F.monotonically_increasing_id()).persist(StorageLevel.MEMORY_AND_DISK))
+    (users.orderBy("user_id").withColumn("_part", F.spark_partition_id())
+     .withColumn("_row", F.monotonically_increasing_id()).write.parquet(str(folder)))
+    ordered = users.sparkSession.read.parquet(str(folder))
     sizes = dict(ordered.groupBy("_part").count().collect())
     offsets, total = {}, 0
     for part in sorted(sizes):
         offsets[part], total = total, total + sizes[part]
     offset = F.create_map(*[F.lit(v) for part in sorted(offsets) for v in (part, offsets[part])])
     in_part = F.col("_row") - F.shiftleft(F.col("_part").cast("long"), 33)  # monotonically_increasing_id's layout
-    ranked = (ordered.withColumn("rank", (offset[F.col("_part")] + in_part).cast("long")).drop("_part", "_row")
-              .persist(StorageLevel.MEMORY_AND_DISK))
-    ranked.count()
-    ordered.unpersist()
-    return ranked
+    return ordered.withColumn("rank", (offset[F.col("_part")] + in_part).cast("long")).drop("_part", "_row")
 
 
 def _deduplicate(frame):

@@ -365,9 +365,13 @@ def test_external_id_ranks_match_the_in_memory_order(tmp_path):
     from data_prep.id_ranks import ExternalIdRanks
 
     rng = np.random.default_rng(3)
-    pool = ["u", "U", "é", "z", "中", "😀", "a b", "A", "0", "~", "\x00"]
-    ids = np.unique(np.array(["".join(rng.choice(pool, size=rng.integers(1, 5))) for _ in range(2000)], dtype=object))
+    pool = ["u", "U", "é", "z", "中", "😀", "a b", "A", "0", "~", "\x00", "\uffff", "\U00010000"]
+    ids = np.array(sorted({"".join(pool[i] for i in rng.integers(0, len(pool), rng.integers(1, 5)))
+                           for _ in range(2000)}), dtype=object)  # Python strings: numpy's str would drop NULs
     rng.shuffle(ids)
+    assert sum("\x00" in i for i in ids) > 100
+    reference = np.empty(len(ids), dtype=np.int64)
+    reference[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))  # Python's order: code points
 
     def ranks(values, bucket_users, sample_every, folder):
         ranker = ExternalIdRanks(tmp_path / folder, bucket_users=bucket_users, sample_every=sample_every)
@@ -377,6 +381,7 @@ def test_external_id_ranks_match_the_in_memory_order(tmp_path):
 
     expected = np.empty(len(ids), dtype=np.int64)
     expected[P.id_order(ids)] = np.arange(len(ids))
+    assert np.array_equal(expected, reference)
     for bucket_users, sample_every in [(1 << 20, 64), (100, 3), (7, 1)]:
         rank, ranker = ranks(ids, bucket_users, sample_every, f"ids{bucket_users}")
         assert np.array_equal(rank, expected), bucket_users

@@ -159,28 +159,34 @@ def test_spark_corpus_equals_local_with_the_windows_rule_and_ties_at_the_top(tmp
     assert [f["users_removed"] for f in metas["spark"]["filters"]] == [10, 3]
 
 
-def test_spark_ranks_user_ids_in_the_local_engines_order(spark):
+def test_spark_ranks_user_ids_in_the_local_engines_order(spark, tmp_path):
     """The Spark engine ranks the ids across the partitions of a range-partitioned sort (no single-partition
-    window): the ranks must be `processing.id_order`'s, non-ASCII ids and NUL characters included."""
-    from data_prep import processing as P
+    window): the ranks must be the code-point order of the ids, non-ASCII ids and NUL characters included, and stay
+    the same when Spark evaluates them again (a sort run again may draw other partition boundaries: 19,000 users
+    over 4 partitions is enough for that to happen)."""
     from data_prep.spark_engine import _rank_by_id
 
     rng = np.random.default_rng(5)
-    pool = ["u", "U", "é", "z", "中", "😀", "a b", "A", "0", "~", "\x00"]
-    ids = np.unique(np.array(["".join(rng.choice(pool, size=rng.integers(1, 5))) for _ in range(600)], dtype=object))
+    pool = ["u", "U", "é", "z", "中", "😀", "a b", "A", "0", "~", "\x00", "\uffff", "\U00010000"]
+    ids = np.array(sorted({"".join(pool[i] for i in rng.integers(0, len(pool), rng.integers(1, 8)))
+                           for _ in range(30_000)}), dtype=object)  # Python strings: numpy's str would drop NULs
     rng.shuffle(ids)
+    assert sum("\x00" in i for i in ids) > 1000 and len(ids) > 18_000
+    expected = np.empty(len(ids), dtype=np.int64)
+    expected[sorted(range(len(ids)), key=ids.__getitem__)] = np.arange(len(ids))  # Python's order: code points
     adaptive = spark.conf.get("spark.sql.adaptive.enabled")
     spark.conf.set("spark.sql.adaptive.enabled", "false")  # keep the 4 shuffle partitions of the sort
     try:
-        ranked = _rank_by_id(spark.createDataFrame(pd.DataFrame({"user_id": ids, "row": np.arange(len(ids))})))
-        assert ranked.rdd.getNumPartitions() == 4
-        got = ranked.select("row", "rank").toPandas().sort_values("row")["rank"].to_numpy()
-        ranked.unpersist()
+        frame = spark.createDataFrame(pd.DataFrame({"user_id": ids, "row": np.arange(len(ids))}))
+        ranked = _rank_by_id(frame, tmp_path / "ranked")
+        assert spark.read.parquet(str(tmp_path / "ranked")).select("_part").distinct().count() == 4
+        runs = []
+        for _ in range(2):
+            runs.append(ranked.select("row", "rank").toPandas().sort_values("row")["rank"].to_numpy())
+            spark.catalog.clearCache()
     finally:
         spark.conf.set("spark.sql.adaptive.enabled", adaptive)
-    expected = np.empty(len(ids), dtype=np.int64)
-    expected[P.id_order(ids)] = np.arange(len(ids))
-    assert np.array_equal(got, expected)
+    assert np.array_equal(runs[0], expected) and np.array_equal(runs[1], expected)
 
 
 # ------------------------------------------------------------------------------------------------------------------
