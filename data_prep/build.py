@@ -380,10 +380,11 @@ def _filter_and_split(run: _BuildRun, store: _ChunkStore, loaded: _Loaded) -> _S
 
 
 def filter_and_split_users(run: _BuildRun, users: pd.DataFrame, covered_windows: Callable[[int], np.ndarray],
-                           id_rank: np.ndarray | None = None, data_span: tuple | None = None) -> _Split:
+                           id_rank: np.ndarray, data_span: tuple | None = None) -> _Split:
     """The user filters and the split on a user table, shared by both engines: one row per user with the column n
-    (purchases), and user_id, first_ts and last_ts unless they are given as `id_rank` (per row, the rank of its id in
-    code-point order: `id_ranks.ExternalIdRanks`) and `data_span` (the first and last purchase, unix seconds).
+    (purchases), and first_ts and last_ts unless `data_span` gives the first and last purchase (unix seconds);
+    `id_rank` is per row the rank of its user id in code-point order (`id_ranks.ExternalIdRanks`, Spark's sort),
+    which stands in for the ids.
     `covered_windows(period_start)` gives, per row of `users`, the activity windows holding a purchase (called only
     for the "windows" rule). The result's `users` are the kept rows with a column "split" (1 train, 2 validation),
     its `kept` the mask of them; `chunk_status` is left empty."""
@@ -400,11 +401,8 @@ def filter_and_split_users(run: _BuildRun, users: pd.DataFrame, covered_windows:
                 f"({item['purchases_removed']:,} purchases)")
     everyone = kept.all()
     users = users.loc[kept].reset_index(drop=True) if not everyone else users
-    if id_rank is None:
-        is_val = P.split_users(P.user_id_array(users["user_id"]), options.validation_fraction, options.seed)
-    else:
-        is_val = P.split_users(None, options.validation_fraction, options.seed,
-                               id_rank=id_rank if everyone else id_rank[kept])
+    is_val = P.split_users(None, options.validation_fraction, options.seed,
+                           id_rank=id_rank if everyone else id_rank[kept])
     users["split"] = np.where(is_val, 2, 1).astype(np.int8)  # 1 train, 2 validation
     return _Split(users=users, filter_report=filter_report, chunk_status=[], kept=kept)
 
